@@ -1,0 +1,98 @@
+"""Log-mel features exactly as AST computes them, plus SpecAugment.
+
+AST (Gong et al. 2021) feeds Kaldi-compatible fbank: 128 mel bins, 25 ms Hanning windows every
+10 ms, HTK-compatible mel scale, no dither, waveform mean removed, then normalises with the
+AudioSet statistics as (x - mean) / (2 * std). Pretrained AST weights expect exactly this, so
+we keep it byte-for-byte rather than using a faster but different mel implementation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class FeatureConfig:
+    sample_rate: int = 16000
+    num_mel_bins: int = 128
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    dither: float = 0.0
+    remove_waveform_mean: bool = True  # AST's original code does; ASTFeatureExtractor too
+    norm_mean: float = -4.2677393  # AudioSet statistics used by every AST checkpoint
+    norm_std: float = 4.5689974
+
+    def frames(self, num_samples: int) -> int:
+        """Number of fbank frames Kaldi produces for `num_samples` (snip_edges=True)."""
+        win = int(self.sample_rate * self.frame_length_ms / 1000)
+        hop = int(self.sample_rate * self.frame_shift_ms / 1000)
+        return 0 if num_samples < win else 1 + (num_samples - win) // hop
+
+
+def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
+    """(num_samples,) float waveform at cfg.sample_rate -> (T, num_mel_bins) normalised fbank."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    cfg = cfg or FeatureConfig()
+    wav = wav.float()
+    if wav.dim() != 1:
+        raise ValueError(f"fbank expects a 1-D waveform, got shape {tuple(wav.shape)}")
+    if cfg.frames(wav.numel()) < 1:
+        raise ValueError(
+            f"waveform of {wav.numel()} samples is shorter than one "
+            f"{cfg.frame_length_ms} ms analysis window"
+        )
+    if cfg.remove_waveform_mean:
+        wav = wav - wav.mean()
+    feats = kaldi.fbank(
+        wav.unsqueeze(0),
+        htk_compat=True,
+        sample_frequency=cfg.sample_rate,
+        use_energy=False,
+        window_type="hanning",
+        num_mel_bins=cfg.num_mel_bins,
+        dither=cfg.dither,
+        frame_length=cfg.frame_length_ms,
+        frame_shift=cfg.frame_shift_ms,
+    )
+    return (feats - cfg.norm_mean) / (2 * cfg.norm_std)
+
+
+@dataclass
+class SpecAugmentConfig:
+    """Frequency and time masking (Park et al. 2019); time masks scale with utterance length."""
+
+    freq_masks: int = 2
+    freq_width: int = 24  # of 128 bins, as AST's freqm=24 for speech commands
+    time_masks: int = 2
+    time_width: int = 40  # frames (10 ms each) at most per mask
+    time_ratio: float = 0.05  # ...and at most this fraction of the utterance per mask
+    enabled: bool = True
+
+
+def spec_augment(
+    feats: torch.Tensor, cfg: SpecAugmentConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Mask random frequency bands and time spans of a (T, F) feature matrix with zeros.
+
+    Zero is the normalised mean, so masked regions look like 'average' input, as in AST.
+    """
+    if not cfg.enabled:
+        return feats
+    feats = feats.clone()
+    T, F = feats.shape
+
+    def rand_int(high: int) -> int:
+        return int(torch.randint(0, max(high, 1), (1,), generator=generator))
+
+    for _ in range(cfg.freq_masks):
+        w = rand_int(cfg.freq_width + 1)
+        f0 = rand_int(F - w + 1)
+        feats[:, f0 : f0 + w] = 0
+    max_t = min(cfg.time_width, int(cfg.time_ratio * T))
+    for _ in range(cfg.time_masks):
+        w = rand_int(max_t + 1)
+        t0 = rand_int(T - w + 1)
+        feats[t0 : t0 + w, :] = 0
+    return feats
