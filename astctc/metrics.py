@@ -1,0 +1,205 @@
+"""Word and character error rates, scored the way NIST sclite scores them.
+
+ESPnet reports its WER/CER with sclite, so our numbers have to come out of the same alignment
+to be comparable. sclite does not minimise the plain edit distance: it weights an insertion or
+a deletion 3 and a substitution 4, and breaks ties by its own backtrace. A unit-cost Levenshtein
+aligner (jiwer, Kaldi's compute-wer) splits the errors into sub/del/ins differently in a few per
+cent of utterances (ref "a b", hyp "b c": 2 sub there, 1 del + 1 ins in sclite) and, for a
+shifted block of words, even finds fewer errors in total (ref "x x x a b", hyp "a b y y y": 5 sub
+against sclite's 3 del + 3 ins). So the alignment here is sclite's dynamic programme, row by row
+in numpy; tests/test_metrics.py checks it against the sclite binary.
+
+CER follows ESPnet's asr.sh: the text is split into characters with the space kept as a token
+(ESPnet writes it as "<space>"), so a missing or extra word boundary is one error.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from astctc.text import normalize
+
+log = logging.getLogger(__name__)
+
+# sclite's default DP weights (sclite -o pralign prints the same alignments)
+_INS, _DEL, _SUB = 3, 3, 4
+
+
+@dataclass
+class ErrorCounts:
+    ref: int = 0
+    hits: int = 0
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def rate(self) -> float:
+        """Error rate in percent; an empty reference with insertions is infinitely wrong."""
+        if self.ref == 0:
+            return 0.0 if self.errors == 0 else float("inf")
+        return 100.0 * self.errors / self.ref
+
+    def __add__(self, other: ErrorCounts) -> ErrorCounts:
+        return ErrorCounts(self.ref + other.ref, self.hits + other.hits,
+                           self.substitutions + other.substitutions,
+                           self.deletions + other.deletions, self.insertions + other.insertions)
+
+
+@dataclass
+class UttScore:
+    id: str
+    ref: str
+    hyp: str
+    words: ErrorCounts
+    chars: ErrorCounts
+
+
+@dataclass
+class Report:
+    wer: float
+    cer: float
+    words: ErrorCounts
+    chars: ErrorCounts
+    utts: list[UttScore]
+    num_utts: int
+    missing: list[str] = field(default_factory=list)  # reference ids with no hypothesis
+
+    def summary(self) -> str:
+        """Kaldi compute-wer / ESPnet style lines, the ones people grep for."""
+        w, c = self.words, self.chars
+        wrong = sum(1 for u in self.utts if u.words.errors)
+        ser = 100.0 * wrong / self.num_utts if self.num_utts else 0.0
+        return (
+            f"%WER {self.wer:.2f} [ {w.errors} / {w.ref}, {w.insertions} ins, "
+            f"{w.deletions} del, {w.substitutions} sub ]\n"
+            f"%CER {self.cer:.2f} [ {c.errors} / {c.ref}, {c.insertions} ins, "
+            f"{c.deletions} del, {c.substitutions} sub ]\n"
+            f"%SER {ser:.2f} [ {wrong} / {self.num_utts} ]\n"
+            f"Scored {self.num_utts} sentences, {len(self.missing)} not present in hyp.\n"
+        )
+
+
+def align(ref: list[str], hyp: list[str]) -> ErrorCounts:
+    """Count hits/sub/del/ins on sclite's alignment (ins = del = 3, sub = 4, same tie-breaks)."""
+    n, m = len(ref), len(hyp)
+    if ref == hyp:
+        return ErrorCounts(n, hits=n)
+    if n == 0 or m == 0:
+        return ErrorCounts(n, deletions=n, insertions=m)
+    vocab: dict[str, int] = {}
+    r = np.array([vocab.setdefault(t, len(vocab)) for t in ref])
+    h = np.array([vocab.setdefault(t, len(vocab)) for t in hyp])
+    ins_ramp = _INS * np.arange(m + 1)
+    cost = np.empty((n + 1, m + 1), dtype=np.int64)
+    cost[0] = ins_ramp
+    for i in range(1, n + 1):
+        prev = cost[i - 1]
+        best = np.empty(m + 1, dtype=np.int64)
+        best[0] = prev[0] + _DEL
+        best[1:] = np.minimum(prev[:-1] + _SUB * (h != r[i - 1]), prev[1:] + _DEL)
+        # a run of insertions along the row is a running minimum of best[j] - 3j
+        cost[i] = np.minimum.accumulate(best - ins_ramp) + ins_ramp
+    out = ErrorCounts(n)
+    i, j = n, m
+    while i or j:  # sclite's preference when paths tie: diagonal, then insertion, then deletion
+        if i and j and cost[i, j] == cost[i - 1, j - 1] + (0 if ref[i - 1] == hyp[j - 1] else _SUB):
+            if ref[i - 1] == hyp[j - 1]:
+                out.hits += 1
+            else:
+                out.substitutions += 1
+            i, j = i - 1, j - 1
+        elif j and cost[i, j] == cost[i, j - 1] + _INS:
+            out.insertions += 1
+            j -= 1
+        else:
+            out.deletions += 1
+            i -= 1
+    return out
+
+
+def chars(text: str) -> list[str]:
+    """Character tokens for CER, the space included (ESPnet's <space>)."""
+    return list(" ".join(text.split()))
+
+
+def score(refs: dict[str, str], hyps: dict[str, str], normalize_text: bool = True) -> Report:
+    """Score every reference utterance; a missing hypothesis counts as all deletions."""
+    extra = sorted(set(hyps) - set(refs))
+    if extra:
+        raise ValueError(f"{len(extra)} hypothesis ids have no reference: "
+                         f"{', '.join(extra[:10])}{' ...' if len(extra) > 10 else ''}")
+    missing = [k for k in refs if k not in hyps]
+    if missing:
+        log.warning("%d of %d references have no hypothesis (scored as deletions): %s%s",
+                    len(missing), len(refs), ", ".join(missing[:10]),
+                    " ..." if len(missing) > 10 else "")
+    prep = normalize if normalize_text else (lambda s: " ".join(s.split()))
+    utts = []
+    words, chars_ = ErrorCounts(), ErrorCounts()
+    for uid, ref_text in refs.items():
+        ref, hyp = prep(ref_text), prep(hyps.get(uid, ""))
+        u = UttScore(uid, ref, hyp, align(ref.split(), hyp.split()), align(chars(ref), chars(hyp)))
+        words, chars_ = words + u.words, chars_ + u.chars
+        utts.append(u)
+    return Report(words.rate, chars_.rate, words, chars_, utts, len(utts), missing)
+
+
+def write_trn(texts: dict[str, str], path) -> None:
+    """sclite trn: `words (id)` a line. Score with `sclite -i rm`, which wants ids as spk-utt."""
+    with open(path, "w", encoding="utf-8") as f:
+        for uid, text in texts.items():
+            f.write(f"{text} ({uid})\n" if text else f"({uid})\n")
+
+
+def write_report(report: Report, out_dir) -> None:
+    """hyp.trn/ref.trn (the scored, normalised text), wer.txt, per_utt.tsv worst first."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_trn({u.id: u.hyp for u in report.utts}, out / "hyp.trn")
+    write_trn({u.id: u.ref for u in report.utts}, out / "ref.trn")
+    (out / "wer.txt").write_text(report.summary(), encoding="utf-8")
+    rows = sorted(report.utts, key=lambda u: (-u.words.rate, -u.words.errors, u.id))
+    with open(out / "per_utt.tsv", "w", encoding="utf-8") as f:
+        f.write("id\tref_words\terrors\twer\tref\thyp\n")
+        for u in rows:
+            f.write(f"{u.id}\t{u.words.ref}\t{u.words.errors}\t{u.words.rate:.2f}\t{u.ref}\t{u.hyp}\n")
+
+
+_TRN_LINE = re.compile(r"^(.*?)\s*\(([^()\s]+)\)\s*$")
+
+
+def read_text_file(path) -> dict[str, str]:
+    """id -> text from a Kaldi `text` file, an sclite trn file or a JSONL manifest (sniffed)."""
+    lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
+    lines = [ln for ln in lines if ln]
+    if lines and lines[0].startswith("{"):
+        pairs = [(str(row["id"]), row.get("text", "")) for row in map(json.loads, lines)]
+    elif lines and all(_TRN_LINE.match(ln) for ln in lines):
+        pairs = [(m.group(2), m.group(1)) for m in map(_TRN_LINE.match, lines)]
+    else:
+        pairs = [(parts[0], parts[1] if len(parts) > 1 else "")
+                 for parts in (ln.split(maxsplit=1) for ln in lines)]
+    texts: dict[str, str] = {}
+    for uid, text in pairs:
+        if uid in texts:
+            raise ValueError(f"{path}: utterance id {uid} appears twice")
+        texts[uid] = text
+    return texts
+
+
+def score_files(ref_path, hyp_path, out_dir=None) -> Report:
+    """`astctc score`: read both files, score, and write the report files if out_dir is given."""
+    report = score(read_text_file(ref_path), read_text_file(hyp_path))
+    if out_dir is not None:
+        write_report(report, out_dir)
+    return report
