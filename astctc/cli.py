@@ -1,0 +1,195 @@
+"""`astctc <command>`: each command is a thin wrapper over one module."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("astctc")
+
+
+def cmd_synth(a: argparse.Namespace) -> None:
+    from .data.synth import synthesize_corpus
+
+    info = synthesize_corpus(a.out, a.num_train, a.num_dev, a.num_test, seed=a.seed, jobs=a.jobs)
+    print(json.dumps(info, indent=2, default=str))
+
+
+def cmd_manifest(a: argparse.Namespace) -> None:
+    """Validate a manifest: audio readable (duration from its header), transcript not empty."""
+    from .audio import AudioError, audio_duration
+    from .data.manifest import read_manifest, write_manifest
+    from .text import normalize
+
+    good, bad = [], 0
+    for r in read_manifest(a.inp):
+        try:
+            r["duration"] = round(audio_duration(r["audio"]), 4)
+        except AudioError as e:
+            log.warning("%s: utterance %s skipped: %s", a.inp, r["id"], e)
+            bad += 1
+            continue
+        if not a.allow_empty_text and not normalize(r["text"]):
+            log.warning("%s: utterance %s skipped: empty transcript", a.inp, r["id"])
+            bad += 1
+            continue
+        good.append(r)
+    if not good:
+        raise ValueError(f"{a.inp}: no usable utterances ({bad} rejected)")
+    write_manifest(good, a.out)
+    hours = sum(r["duration"] for r in good) / 3600
+    print(f"{a.out}: {len(good)} utterances, {hours:.2f} h, {bad} rejected")
+
+
+def cmd_shards(a: argparse.Namespace) -> None:
+    from .data.shards import write_shards
+
+    info = write_shards(a.manifest, a.out, max_shard_mb=a.max_shard_mb, max_shard_count=a.max_shard_count)
+    print(f"{a.out}: {info['count']} utterances, {info['seconds'] / 3600:.2f} h, "
+          f"{len(info['shards'])} shards, {info['skipped']} skipped")
+
+
+def cmd_tokenizer(a: argparse.Namespace) -> None:
+    from .data.manifest import read_manifest
+    from .text import normalize
+    from .tokenizer import CharTokenizer, SentencePieceTokenizer
+
+    texts = [normalize(r["text"]) for m in a.manifest for r in read_manifest(m)]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ValueError(f"{', '.join(a.manifest)}: no transcripts to train a tokenizer on")
+    if a.type == "char":
+        tok = CharTokenizer.train(texts)
+    else:
+        tok = SentencePieceTokenizer.train(texts, vocab_size=a.vocab_size, model_type=a.type)
+    path = tok.save(a.out)
+    print(f"{path}: {a.type} tokenizer, {tok.vocab_size} tokens (blank included)")
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from .train import train
+
+    summary = train(a.config, a.set or [])
+    if summary:
+        print(json.dumps(summary))
+
+
+def cmd_average(a: argparse.Namespace) -> None:
+    from .train import average_checkpoints
+
+    print(average_checkpoints(a.exp, a.last, a.out))
+
+
+def cmd_decode(a: argparse.Namespace) -> None:
+    from .decode import decode_set
+
+    report = decode_set(a.model, a.data, a.out, device=a.device, batch_seconds=a.batch_seconds, plots=a.plots)
+    print(report.summary())
+
+
+def cmd_score(a: argparse.Namespace) -> None:
+    from .metrics import score_files
+
+    print(score_files(a.ref, a.hyp, a.out).summary())
+
+
+def cmd_transcribe(a: argparse.Namespace) -> None:
+    from .transcribe import Transcriber
+
+    asr = Transcriber(a.model, a.device)
+    for f in a.files:
+        text = asr(f)
+        print(f"{f}\t{text}" if len(a.files) > 1 else text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="astctc", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="synthesise the mini recipe's English corpus with espeak-ng")
+    s.add_argument("--out", required=True)
+    s.add_argument("--num-train", type=int, default=2000)
+    s.add_argument("--num-dev", type=int, default=100)
+    s.add_argument("--num-test", type=int, default=200)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--jobs", type=int, default=None)
+    s.set_defaults(fn=cmd_synth)
+
+    s = sub.add_parser("manifest", help="validate a manifest (audio readable, text present)")
+    s.add_argument("--in", dest="inp", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--allow-empty-text", action="store_true", help="keep rows without transcript")
+    s.set_defaults(fn=cmd_manifest)
+
+    s = sub.add_parser("shards", help="manifest.jsonl -> webdataset tar shards + index.json")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--max-shard-mb", type=float, default=256.0)
+    s.add_argument("--max-shard-count", type=int, default=None)
+    s.set_defaults(fn=cmd_shards)
+
+    s = sub.add_parser("tokenizer", help="train a character or SentencePiece tokenizer")
+    s.add_argument("--manifest", required=True, nargs="+")
+    s.add_argument("--out", required=True, help="directory for chars.txt / tokenizer.model")
+    s.add_argument("--type", choices=["char", "unigram", "bpe"], default="char")
+    s.add_argument("--vocab-size", type=int, default=256)
+    s.set_defaults(fn=cmd_tokenizer)
+
+    s = sub.add_parser("train", help="train a model from a YAML config")
+    s.add_argument("--config", required=True)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("average", help="average the last N checkpoints into a model directory")
+    s.add_argument("--exp", required=True)
+    s.add_argument("--last", type=int, default=5)
+    s.add_argument("--out", default=None)
+    s.set_defaults(fn=cmd_average)
+
+    s = sub.add_parser("decode", help="decode a shard set and score it")
+    s.add_argument("--model", required=True)
+    s.add_argument("--data", required=True, help="shard directory")
+    s.add_argument("--out", required=True)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-seconds", type=float, default=200.0)
+    s.add_argument("--plots", type=int, default=2, help="spectrogram+posterior plots to draw")
+    s.set_defaults(fn=cmd_decode)
+
+    s = sub.add_parser("score", help="WER/CER of hypotheses against references")
+    s.add_argument("--ref", required=True, help="trn, Kaldi text or manifest.jsonl")
+    s.add_argument("--hyp", required=True)
+    s.add_argument("--out", default=None)
+    s.set_defaults(fn=cmd_score)
+
+    s = sub.add_parser("transcribe", help="print the transcript of audio files")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--model", required=True)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_transcribe)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .train import setup_logging
+
+    setup_logging()
+    try:
+        args.fn(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError, OSError, KeyError) as e:
+        if args.debug or os.environ.get("ASTCTC_DEBUG"):
+            raise
+        print(f"astctc {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""The Audio Spectrogram Transformer encoder (Gong et al. 2021), for variable-length speech.
+
+A ViT over a (128 x T) log-mel image. One class covers both layouts:
+  * AST: 16x16 patches with strides 10/10 -> 12 frequency rows, 10 time columns per second;
+  * frame patches (SSAST): full-band 128 x k patches -> one token per time step.
+Parameter names follow Hugging Face's `ASTModel` one to one, so pretrained checkpoints load
+without a renaming table. Attention goes through `scaled_dot_product_attention` with a
+key-padding mask, so an utterance in a padded batch gives the outputs it gives alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class EncoderConfig:
+    num_mel_bins: int = 128
+    patch_freq: int = 16  # patch height (mel bins)
+    patch_time: int = 16  # patch width (10 ms frames)
+    stride_freq: int = 10
+    stride_time: int = 10
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    num_cls_tokens: int = 2  # AST: [CLS] + distillation token; ViT: 1
+    max_frames: int = 1024  # fbank frames covered by the position table (10.24 s for AST)
+    layer_norm_eps: float = 1e-12  # Hugging Face ViT/AST value
+
+    @property
+    def freq_rows(self) -> int:
+        return (self.num_mel_bins - self.patch_freq) // self.stride_freq + 1
+
+    def time_columns(self, frames: int) -> int:
+        """Token columns for `frames` fbank frames (inputs shorter than a patch are padded)."""
+        frames = max(frames, self.patch_time)
+        return (frames - self.patch_time) // self.stride_time + 1
+
+    @property
+    def max_time_columns(self) -> int:
+        return self.time_columns(self.max_frames)
+
+    @property
+    def frame_rate(self) -> float:
+        """Token columns per second of audio (fbank at 100 frames/s)."""
+        return 100.0 / self.stride_time
+
+
+class PatchEmbeddings(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.projection = nn.Conv2d(
+            1,
+            cfg.embed_dim,
+            kernel_size=(cfg.patch_freq, cfg.patch_time),
+            stride=(cfg.stride_freq, cfg.stride_time),
+        )
+
+    def forward(self, feats: Tensor) -> Tensor:
+        # (B, T, F) -> (B, 1, F, T) -> (B, D, F', T') -> (B, F'*T', D), frequency-major like HF
+        x = self.projection(feats.unsqueeze(1).transpose(2, 3))
+        return x.flatten(2).transpose(1, 2)
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.embed_dim
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        if cfg.num_cls_tokens == 2:
+            self.distillation_token = nn.Parameter(torch.zeros(1, 1, D))
+        elif cfg.num_cls_tokens != 1:
+            raise ValueError("num_cls_tokens must be 1 or 2")
+        self.patch_embeddings = PatchEmbeddings(cfg)
+        n = cfg.num_cls_tokens + cfg.freq_rows * cfg.max_time_columns
+        self.position_embeddings = nn.Parameter(torch.zeros(1, n, D))
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def positions(self, columns: int) -> Tensor:
+        """The position table sliced to the first `columns` time columns: (1, C + F'*T', D)."""
+        cfg = self.cfg
+        if columns > cfg.max_time_columns:
+            raise ValueError(
+                f"input has {columns} time columns but the position table covers "
+                f"{cfg.max_time_columns} ({cfg.max_frames} frames); raise encoder.max_frames "
+                "or cut the audio"
+            )
+        c = cfg.num_cls_tokens
+        pos = self.position_embeddings
+        grid = pos[:, c:].reshape(1, cfg.freq_rows, cfg.max_time_columns, -1)[:, :, :columns]
+        return torch.cat([pos[:, :c], grid.reshape(1, cfg.freq_rows * columns, -1)], dim=1)
+
+    def forward(self, feats: Tensor) -> Tensor:
+        x = self.patch_embeddings(feats)
+        B = x.shape[0]
+        cls = [self.cls_token.expand(B, -1, -1)]
+        if self.cfg.num_cls_tokens == 2:
+            cls.append(self.distillation_token.expand(B, -1, -1))
+        x = torch.cat(cls + [x], dim=1)
+        columns = (x.shape[1] - self.cfg.num_cls_tokens) // self.cfg.freq_rows
+        return self.dropout(x + self.positions(columns))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        D = cfg.embed_dim
+        if D % cfg.num_heads:
+            raise ValueError(f"embed_dim {D} is not divisible by num_heads {cfg.num_heads}")
+        self.num_heads = cfg.num_heads
+        self.query = nn.Linear(D, D)
+        self.key = nn.Linear(D, D)
+        self.value = nn.Linear(D, D)
+        self.attn_dropout = cfg.attn_dropout
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        B, N, D = x.shape
+        h = self.num_heads
+
+        def split(t: Tensor) -> Tensor:
+            return t.view(B, N, h, D // h).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(
+            split(self.query(x)),
+            split(self.key(x)),
+            split(self.value(x)),
+            attn_mask=mask,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+        )
+        return out.transpose(1, 2).reshape(B, N, D)
+
+
+class SelfOutput(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.dense(x))
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.attention = SelfAttention(cfg)
+        self.output = SelfOutput(cfg)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        return self.output(self.attention(x, mask))
+
+
+class Intermediate(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.embed_dim, int(cfg.embed_dim * cfg.mlp_ratio))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(self.dense(x))
+
+
+class Output(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(int(cfg.embed_dim * cfg.mlp_ratio), cfg.embed_dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.dense(x))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block, named like HF's ASTLayer."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.layernorm_before = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
+        self.attention = Attention(cfg)
+        self.layernorm_after = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
+        self.intermediate = Intermediate(cfg)
+        self.output = Output(cfg)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        x = x + self.attention(self.layernorm_before(x), mask)
+        return x + self.output(self.intermediate(self.layernorm_after(x)))
+
+
+class Layers(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+
+
+@dataclass
+class EncoderOutput:
+    hidden: Tensor  # (B, C + F'*T', D) after the final LayerNorm
+    columns: Tensor  # (B,) valid time columns per utterance
+    num_cls_tokens: int
+    freq_rows: int
+
+    @property
+    def cls(self) -> Tensor:
+        return self.hidden[:, : self.num_cls_tokens]
+
+    def grid(self) -> Tensor:
+        """Patch tokens as (B, F', T', D)."""
+        B, _, D = self.hidden.shape
+        return self.hidden[:, self.num_cls_tokens :].reshape(B, self.freq_rows, -1, D)
+
+
+class ASTEncoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg)
+        self.encoder = Layers(cfg)
+        self.layernorm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        emb = self.embeddings
+        nn.init.trunc_normal_(emb.position_embeddings, std=0.02)
+        nn.init.trunc_normal_(emb.cls_token, std=0.02)
+        if self.cfg.num_cls_tokens == 2:
+            nn.init.trunc_normal_(emb.distillation_token, std=0.02)
+
+    def forward(self, feats: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
+        """feats: (B, T, num_mel_bins) normalised fbank; lengths: (B,) valid frames."""
+        cfg = self.cfg
+        B, T, nbins = feats.shape
+        if nbins != cfg.num_mel_bins:
+            raise ValueError(f"expected {cfg.num_mel_bins} mel bins, got {nbins}")
+        if T < cfg.patch_time:  # shorter than one patch: pad (the same alone or in a batch)
+            feats = F.pad(feats, (0, 0, 0, cfg.patch_time - T))
+        if lengths is None:
+            lengths = torch.full((B,), T, device=feats.device)
+        columns = torch.tensor(
+            [cfg.time_columns(int(n)) for n in lengths], device=feats.device
+        )
+        x = self.embeddings(feats)
+        total = (x.shape[1] - cfg.num_cls_tokens) // cfg.freq_rows
+        mask = None
+        if bool((columns < total).any()):
+            valid_t = torch.arange(total, device=feats.device)[None, :] < columns[:, None]
+            keep = torch.cat(
+                [
+                    torch.ones(B, cfg.num_cls_tokens, dtype=torch.bool, device=feats.device),
+                    valid_t[:, None, :].expand(B, cfg.freq_rows, total).reshape(B, -1),
+                ],
+                dim=1,
+            )
+            mask = keep[:, None, None, :]  # (B, 1, 1, N): True = may be attended to
+        for block in self.encoder.layer:
+            x = block(x, mask)
+        return EncoderOutput(self.layernorm(x), columns, cfg.num_cls_tokens, cfg.freq_rows)

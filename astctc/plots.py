@@ -1,0 +1,62 @@
+"""Pictures a person would rather look at than read: training curves, and a spectrogram with
+the CTC posteriors under it (where the model fires, and what)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: training machines have no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path:
+    """Train loss, validation loss and WER/CER against the step, from metrics.jsonl."""
+    rows = [json.loads(l) for l in Path(metrics_jsonl).read_text().splitlines() if l.strip()]
+    train = [r for r in rows if r.get("split") == "train"]
+    valid = [r for r in rows if r.get("split") == "valid"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    ax = axes[0]
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8, label="train")
+    if valid:
+        ax.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o-", label="valid")
+    ax.set(xlabel="step", ylabel="CTC loss / token", title="loss", yscale="log")
+    ax.legend()
+    ax = axes[1]
+    for key in ("wer", "cer"):
+        pts = [(r["step"], r[key]) for r in valid if r.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), "o-", label=key.upper())
+    ax.set(xlabel="step", ylabel="%", title="validation error rate")
+    if valid:
+        ax.legend()
+    ax = axes[2]
+    ax.plot([r["step"] for r in train], [r["lr"] for r in train], lw=1)
+    ax.set(xlabel="step", title="learning rate")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return Path(out_png)
+
+
+def plot_posteriors(feats, log_probs, labels: list[str], title: str, out_png: str | Path) -> Path:
+    """Log-mel spectrogram (top) over per-frame CTC posteriors of the non-blank tokens (bottom)."""
+    import numpy as np
+
+    probs = np.exp(log_probs.detach().cpu().float().numpy())  # (T', V)
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(12, 6), sharex=False)
+    a1.imshow(feats.detach().cpu().numpy().T, origin="lower", aspect="auto", cmap="magma")
+    a1.set(title=title, ylabel="mel bin", xlabel="frame (10 ms)")
+    used = [v for v in range(1, probs.shape[1]) if probs[:, v].max() > 0.3]
+    for v in used:
+        a2.plot(probs[:, v], lw=1)
+        t = int(probs[:, v].argmax())
+        a2.text(t, probs[t, v], labels[v].replace(" ", "␣") or "?", fontsize=8)
+    a2.plot(probs[:, 0], color="0.7", lw=0.8, ls="--", label="blank")
+    a2.set(xlim=(0, probs.shape[0] - 1), ylim=(0, 1.05), xlabel="output frame", ylabel="posterior")
+    a2.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return Path(out_png)

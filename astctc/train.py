@@ -1,0 +1,404 @@
+"""The training loop: AdamW, warm-up + decay, clipping, bf16 on CUDA, exact resume.
+
+A checkpoint holds everything that decides what happens next (model, optimiser, scheduler,
+step, data position, RNG state), so a run killed at any point and restarted with the same
+command continues to the same parameters an uninterrupted run reaches.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import load_config, save_config
+from .data.pipeline import DataConfig, Featurizer, make_loader
+from .decode import greedy_decode
+from .features import FeatureConfig
+from .models.heads import CTCHead
+from .models.model import ASTModel, ModelConfig
+from .tokenizer import load_tokenizer
+
+log = logging.getLogger("astctc.train")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 500
+    schedule: str = "cosine"  # cosine | linear | constant (after warm-up)
+    final_lr_ratio: float = 0.02
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    exp_dir: str = "exp/run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    max_steps: int = 10000
+    max_epochs: int | None = None
+    checkpoint_every: int = 1000  # steps; a checkpoint is also written at every epoch end
+    keep_checkpoints: int = 10
+    log_every: int = 20
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    validate: bool = True  # validation loss and greedy WER at each epoch end
+    progress: bool = True
+
+
+def lr_lambda(cfg: OptimConfig, max_steps: int):
+    def fn(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        frac = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
+        floor = cfg.final_lr_ratio
+        if cfg.schedule == "linear":
+            return floor + (1 - floor) * (1 - frac)
+        if cfg.schedule == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+        raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+    return fn
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _autocast(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
+# ---- checkpoints ----------------------------------------------------------------------
+
+
+def checkpoints(exp_dir: str | Path) -> list[Path]:
+    """Training checkpoints of a run, oldest first."""
+    return sorted((Path(exp_dir) / "ckpt").glob("step-*.pt"))
+
+
+def _rng_state() -> dict:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": _np_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _np_state() -> tuple:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"{path}: cannot load checkpoint ({e})") from None
+
+
+# ---- the loop -------------------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.exp = Path(cfg.exp_dir)
+        self.device = resolve_device(cfg.device)
+        self.tokenizer = load_tokenizer(cfg.data.tokenizer)
+        if cfg.model.ctc is not None:
+            cfg.model.ctc.vocab_size = self.tokenizer.vocab_size
+        torch.manual_seed(cfg.seed)
+        self.model = ASTModel(cfg.model).to(self.device)
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
+        no_decay = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr,
+            betas=tuple(o.betas),
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(o, cfg.max_steps))
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.writer = None
+
+    # state ------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "rng": _rng_state(),
+            "config": json.loads(json.dumps(_plain(self.cfg))),
+        }
+
+    def save(self) -> Path:
+        path = self.exp / "ckpt" / f"step-{self.step:08d}.pt"
+        save_checkpoint(path, **self.state())
+        for old in checkpoints(self.exp)[: -self.cfg.keep_checkpoints]:
+            old.unlink()
+        log.info("checkpoint %s (epoch %d, batch %d)", path, self.epoch, self.batch_in_epoch)
+        return path
+
+    def resume(self) -> bool:
+        ckpts = checkpoints(self.exp)
+        if not ckpts:
+            return False
+        state = load_checkpoint(ckpts[-1])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self._rng_after_skip = state["rng"]
+        log.info("resumed from %s: step %d, epoch %d, batch %d", ckpts[-1], self.step, self.epoch, self.batch_in_epoch)
+        return True
+
+    # running ----------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        self.exp.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.exp / "config.yaml")
+        self._rng_after_skip = None
+        resumed = self.resume()
+        log.info(
+            "model: %.2fM parameters, %d tokens/s of audio, device %s",
+            self.model.num_parameters() / 1e6,
+            cfg.model.encoder.freq_rows * cfg.model.encoder.frame_rate,
+            self.device,
+        )
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.exp / "tensorboard"), purge_step=self.step if resumed else None)
+        featurizer = Featurizer(
+            cfg.features, self.tokenizer, cfg.data.spec_augment, cfg.seed, cfg.data.max_duration
+        )
+        summary = {}
+        while self.step < cfg.max_steps and (cfg.max_epochs is None or self.epoch < cfg.max_epochs):
+            finished_epoch = self._run_epoch(featurizer)
+            if finished_epoch:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                self.save()
+                if cfg.validate and cfg.data.valid:
+                    summary = self.validate()
+        if not checkpoints(self.exp) or checkpoints(self.exp)[-1].name != f"step-{self.step:08d}.pt":
+            self.save()
+            if cfg.validate and cfg.data.valid:
+                summary = self.validate()
+        self.writer.close()
+        self._plot()
+        return summary
+
+    def _run_epoch(self, featurizer: Featurizer) -> bool:
+        """Train until the epoch's data or max_steps runs out; True if the epoch ended."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        loader = make_loader(cfg.data.train, featurizer, cfg.data, train=True, seed=cfg.seed, epoch=self.epoch)
+        batches = iter(loader)
+        for _ in range(self.batch_in_epoch):  # data position of a resumed run
+            next(batches)
+        if self._rng_after_skip is not None:
+            _set_rng_state(self._rng_after_skip)
+            self._rng_after_skip = None
+        self.model.train()
+        bar = tqdm(
+            total=cfg.max_steps, initial=self.step, desc=f"epoch {self.epoch}", disable=not cfg.progress,
+            dynamic_ncols=True, leave=False,
+        )
+        t0, secs, losses = time.time(), 0.0, []
+        for batch in batches:
+            if batch is None:
+                continue
+            loss = self.train_step(batch)
+            self.step += 1
+            self.batch_in_epoch += 1
+            secs += batch["seconds"]
+            losses.append(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                dt = time.time() - t0
+                self._log_train(sum(losses) / len(losses), secs / max(dt, 1e-9))
+                t0, secs, losses = time.time(), 0.0, []
+            if self.step % cfg.checkpoint_every == 0:
+                self.save()
+            if self.step >= cfg.max_steps:
+                bar.close()
+                return False
+        bar.close()
+        return True
+
+    def train_step(self, batch: dict) -> float:
+        cfg = self.cfg
+        feats = batch["feats"].to(self.device, non_blocking=True)
+        lengths = batch["lengths"].to(self.device)
+        with _autocast(self.device, cfg.precision):
+            out = self.model(feats, lengths)
+        loss = CTCHead.loss(
+            out["log_probs"], out["lengths"], batch["targets"].to(self.device), batch["target_lengths"].to(self.device)
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        from .metrics import score
+
+        cfg = self.cfg
+        featurizer = Featurizer(cfg.features, self.tokenizer, None, cfg.seed)
+        loader = make_loader(cfg.data.valid, featurizer, cfg.data, train=False, seed=cfg.seed)
+        self.model.eval()
+        refs, hyps, total, n_tok = {}, {}, 0.0, 0
+        for batch in loader:
+            if batch is None:
+                continue
+            with _autocast(self.device, cfg.precision):
+                out = self.model(batch["feats"].to(self.device), batch["lengths"].to(self.device))
+            tl = batch["target_lengths"]
+            total += float(CTCHead.loss(out["log_probs"], out["lengths"], batch["targets"].to(self.device), tl.to(self.device))) * int(tl.sum())
+            n_tok += int(tl.sum())
+            for i, h in zip(batch["ids"], greedy_decode(out["log_probs"], out["lengths"], self.tokenizer)):
+                hyps[i] = h
+            refs.update(zip(batch["ids"], batch["texts"]))
+        self.model.train()
+        report = score(refs, hyps)
+        row = {"split": "valid", "step": self.step, "epoch": self.epoch, "loss": total / max(n_tok, 1),
+               "wer": report.wer, "cer": report.cer}
+        self._write_metrics(row)
+        log.info("valid epoch %d step %d: loss %.4f WER %.2f%% CER %.2f%%", self.epoch, self.step,
+                 row["loss"], row["wer"], row["cer"])
+        for k in ("loss", "wer", "cer"):
+            self.writer.add_scalar(f"valid/{k}", row[k], self.step)
+        self._plot()
+        return row
+
+    def _log_train(self, loss: float, rtf: float) -> None:
+        lr = self.scheduler.get_last_lr()[0]
+        row = {"split": "train", "step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr,
+               "audio_seconds_per_second": rtf}
+        self._write_metrics(row)
+        self.writer.add_scalar("train/loss", loss, self.step)
+        self.writer.add_scalar("train/lr", lr, self.step)
+        self.writer.add_scalar("train/audio_seconds_per_second", rtf, self.step)
+        log.info("step %d epoch %d loss %.4f lr %.2e %.0fx real time", self.step, self.epoch, loss, lr, rtf)
+
+    def _write_metrics(self, row: dict) -> None:
+        with open(self.exp / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def _plot(self) -> None:
+        from .plots import plot_curves
+
+        if (self.exp / "metrics.jsonl").exists():
+            plot_curves(self.exp / "metrics.jsonl", self.exp / "curves.png")
+
+
+def _plain(obj):
+    from .config import to_dict
+
+    return to_dict(obj)
+
+
+def setup_logging(exp_dir: str | Path | None = None) -> None:
+    """Timestamped log lines on stderr and, for a run, in exp_dir/log.txt."""
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+        h = logging.StreamHandler()
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    if exp_dir is not None:
+        Path(exp_dir).mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(Path(exp_dir) / "log.txt")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+
+
+def train(config_path: str | None, overrides: list[str] = ()) -> dict:
+    cfg = load_config(TrainConfig, config_path, overrides)
+    setup_logging(cfg.exp_dir)
+    return Trainer(cfg).run()
+
+
+# ---- weight averaging -----------------------------------------------------------------
+
+
+def average_checkpoints(exp_dir: str | Path, last: int = 5, out_dir: str | Path | None = None) -> Path:
+    """Mean of the model weights of the last `last` checkpoints -> a model directory.
+
+    The AST paper averages the weights of its last epochs; for CTC this is a cheap, reliable
+    gain over the final checkpoint.
+    """
+    from .config import from_dict
+
+    exp = Path(exp_dir)
+    ckpts = checkpoints(exp)[-last:]
+    if not ckpts:
+        raise FileNotFoundError(f"{exp}: no checkpoints in {exp / 'ckpt'}")
+    avg: dict[str, torch.Tensor] = {}
+    for p in ckpts:
+        sd = load_checkpoint(p)["model"]
+        for k, v in sd.items():
+            avg[k] = avg.get(k, 0) + v.double() / len(ckpts)
+    last_state = load_checkpoint(ckpts[-1])
+    cfg = from_dict(TrainConfig, last_state["config"])
+    model = ASTModel(cfg.model)
+    sd = {k: v.to(model.state_dict()[k].dtype) for k, v in avg.items()}
+    model.load_state_dict(sd)
+    out = Path(out_dir) if out_dir else exp / "model"
+    model.save(out, cfg.features, load_tokenizer(cfg.data.tokenizer))
+    (out / "averaged.txt").write_text("\n".join(str(p) for p in ckpts) + "\n")
+    log.info("averaged %d checkpoints (%s .. %s) -> %s", len(ckpts), ckpts[0].name, ckpts[-1].name, out)
+    return out

@@ -1,0 +1,43 @@
+# Shared helpers for recipes/<corpus>/run.sh: option parsing, logging, stages with done-markers.
+#
+# A recipe sets its defaults (stage=0 stop_stage=100 force=false plus its own variables) and a
+# `usage` text, then sources this file with "$@". Every `--some-name VALUE` option sets the
+# variable some_name, which must already exist (a typo is an error, not a silent no-op).
+
+set -euo pipefail
+
+log() { echo "$(date '+%F %T') [$(basename "$(dirname "$0")")] $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) echo "$usage"; exit 0 ;;
+    --force) force=true; shift ;;
+    --*=*) _opt="${1%%=*}"; _val="${1#*=}"; shift ;&
+    --*)
+      if [ -z "${_opt:-}" ]; then _opt="$1"; [ $# -ge 2 ] || die "option $1 needs a value"; _val="$2"; shift 2; fi
+      _var="${_opt#--}"; _var="${_var//-/_}"
+      [ -n "${!_var+x}" ] || die "unknown option $_opt (see --help)"
+      printf -v "$_var" '%s' "$_val"; unset _opt ;;
+    *) die "unexpected argument $1 (see --help)" ;;
+  esac
+done
+
+# run_stage N NAME command...: runs when stage <= N <= stop_stage, unless its done-marker
+# exists (then it says so and skips; --force redoes it). The marker is written only on success.
+run_stage() {
+  local n=$1 _opt=$2; shift 2
+  [ "$n" -ge "$stage" ] && [ "$n" -le "$stop_stage" ] || return 0
+  local marker="$done_dir/stage$n.$name.done"
+  if [ -f "$marker" ] && [ "$force" != true ]; then
+    log "stage $n ($name): done already ($marker), skipping; --force redoes it"
+    return 0
+  fi
+  log "stage $n ($name): start"
+  local t0=$SECONDS
+  "$@" || die "stage $n ($name) failed"
+  mkdir -p "$done_dir"; date '+%F %T' > "$marker"
+  log "stage $n ($name): done in $((SECONDS - t0)) s"
+}
+
+command -v astctc >/dev/null || die "astctc is not on PATH (make setup, then use .venv/bin)"

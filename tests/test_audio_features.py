@@ -1,0 +1,96 @@
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from astctc.audio import AudioError, audio_duration, encode_flac, load_audio
+from astctc.features import FeatureConfig, SpecAugmentConfig, fbank, spec_augment
+
+
+def _wav_bytes(x: np.ndarray, sr: int, fmt="WAV") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format=fmt)
+    return buf.getvalue()
+
+
+def test_resample_and_downmix(tmp_path):
+    t = np.arange(8000) / 8000
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], 1).astype("float32") * 0.5
+    p = tmp_path / "a.wav"
+    sf.write(p, stereo, 8000)
+    wav = load_audio(p)
+    assert wav.dtype == torch.float32 and wav.dim() == 1
+    assert wav.numel() == 16000
+    assert audio_duration(p) == pytest.approx(1.0)
+    # a 440 Hz tone stays a 440 Hz tone after resampling
+    spec = torch.fft.rfft(wav).abs()
+    assert abs(int(spec.argmax()) - 440) <= 1
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.wav", None, "no such audio file"),
+        ("empty.wav", b"", "empty audio file"),
+        ("junk.flac", b"not audio at all" * 10, "cannot decode"),
+        ("zero.wav", _wav_bytes(np.zeros(0, "float32"), 16000), "zero samples"),
+    ],
+)
+def test_bad_audio_names_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(AudioError) as e:
+        load_audio(path)
+    assert str(path) in str(e.value) and message in str(e.value)
+
+
+def test_bad_bytes_named():
+    with pytest.raises(AudioError, match="shard.tar:key1"):
+        load_audio(b"garbage" * 20, name="shard.tar:key1")
+    with pytest.raises(AudioError, match="empty audio data"):
+        load_audio(b"")
+
+
+def test_flac_round_trip():
+    x = torch.rand(16000) - 0.5
+    y = load_audio(encode_flac(x))
+    assert torch.allclose(x, y, atol=1 / 32768 + 1e-6)
+
+
+def test_fbank_matches_kaldi_ast_recipe():
+    """AST's recipe: mean removed, htk mel, hanning, 128 bins, 25/10 ms, normalised."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    torch.manual_seed(0)
+    wav = torch.randn(16000) * 0.1 + 0.05
+    cfg = FeatureConfig()
+    ours = fbank(wav, cfg)
+    ref = kaldi.fbank((wav - wav.mean())[None], htk_compat=True, sample_frequency=16000, use_energy=False,
+                      window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)
+    ref = (ref + 4.2677393) / (4.5689974 * 2)
+    assert ours.shape == (98, 128) == ref.shape
+    assert cfg.frames(16000) == 98
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_fbank_too_short():
+    with pytest.raises(ValueError, match="shorter than one"):
+        fbank(torch.zeros(100))
+
+
+def test_spec_augment_masks_and_is_seeded():
+    feats = torch.randn(300, 128) + 5
+    cfg = SpecAugmentConfig(freq_masks=2, freq_width=20, time_masks=2, time_width=30, time_ratio=0.2)
+    a = spec_augment(feats, cfg, torch.Generator().manual_seed(1))
+    b = spec_augment(feats, cfg, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    zeros = a == 0
+    assert zeros.any()
+    # masked values are whole rows or columns
+    cols = zeros.all(dim=0).sum() + 0
+    rows = zeros.all(dim=1).sum() + 0
+    assert int(zeros.sum()) == int(cols * 300 + rows * 128 - cols * rows)
+    assert torch.equal(spec_augment(feats, SpecAugmentConfig(enabled=False)), feats)
