@@ -1,0 +1,414 @@
+"""Webdataset shards: writing them from a manifest, reading them split by rank and worker,
+and duration-bucketed dynamic batching.
+
+A shard is a plain tar: `<key>.flac` (16 kHz mono) + `<key>.json` (the manifest row minus
+"audio") per utterance, so any tar tool or the `webdataset` library can read it. Streaming
+tars instead of opening many small files keeps reading sequential, which is what makes
+training fast on network file systems.
+
+Keys: webdataset splits a member name into key and extension at the *first* dot of its
+basename, and a '/' would create directories. Ids are therefore percent-encoded into keys
+(`%` -> %25, `.` -> %2E, `/` -> %2F, ...; see `id_to_key`), so any id round-trips; the id
+itself is also stored in the json.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import random
+import re
+import tarfile
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+from urllib.parse import quote, unquote
+
+import soundfile as sf
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+from tqdm import tqdm
+
+from astctc.audio import SAMPLE_RATE, AudioError, encode_flac, load_audio
+from astctc.data.manifest import read_manifest
+
+log = logging.getLogger(__name__)
+
+INDEX = "index.json"
+_SHARD_NAME = re.compile(r"^\d{6}\.tar$")
+
+
+def id_to_key(utt_id: str) -> str:
+    """Percent-encode an id into a webdataset-safe key (no '.', no '/')."""
+    return quote(utt_id, safe="").replace(".", "%2E")
+
+
+def key_to_id(key: str) -> str:
+    return unquote(key)
+
+
+# ---------------------------------------------------------------------------------- writing
+
+
+def _encode(path: str) -> tuple[bytes, float]:
+    """FLAC bytes (16 kHz mono) and duration of one clip; AudioError if it cannot be used."""
+    wav = load_audio(path)  # also validates files we copy as they are
+    try:
+        info = sf.info(path)
+        as_is = info.format == "FLAC" and info.samplerate == SAMPLE_RATE and info.channels == 1
+    except Exception:
+        as_is = False
+    data = Path(path).read_bytes() if as_is else encode_flac(wav, SAMPLE_RATE)
+    return data, wav.numel() / SAMPLE_RATE
+
+
+def _atomic_json(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _ShardWriter:
+    """One tar at a time, written to a temporary name and renamed when complete.
+
+    Plain `tarfile` in PAX format (webdataset's TarWriter defaults to ustar, which limits
+    member names to 100 bytes, too few for long percent-encoded ids)."""
+
+    def __init__(self, path: Path):
+        self.path, self.tmp = path, path.with_name(f".{path.name}.tmp{os.getpid()}")
+        self.file = open(self.tmp, "wb")
+        self.tar = tarfile.open(fileobj=self.file, mode="w|", format=tarfile.PAX_FORMAT)
+        self.count, self.seconds, self.bytes = 0, 0.0, 0
+
+    def add(self, key: str, members: dict[str, bytes], seconds: float) -> None:
+        for ext, data in members.items():
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mode, info.mtime = len(data), 0o444, 0  # mtime 0: reproducible tars
+            self.tar.addfile(info, io.BytesIO(data))
+            self.bytes += len(data) + 1024  # header + padding, roughly
+        self.count += 1
+        self.seconds += seconds
+
+    def close(self) -> dict:
+        self.tar.close()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+        return {"name": self.path.name, "count": self.count, "seconds": round(self.seconds, 3)}
+
+    def abort(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_shards(
+    manifest_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    max_shard_mb: float = 256.0,
+    max_shard_count: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Write the manifest's clips into `out_dir/000000.tar, 000001.tar, ...` plus index.json.
+
+    Audio is decoded and stored as 16 kHz mono FLAC (16 kHz mono FLAC sources are copied as
+    they are); "duration" in the json is recomputed from the decoded audio. A clip that cannot
+    be read is logged and skipped, and counted in "skipped". A shard is closed when adding the
+    next clip would pass `max_shard_mb` (MiB) or when it holds `max_shard_count` clips.
+    Shards left in `out_dir` by an earlier, larger run are removed. Returns the index:
+    {"shards": [{"name", "count", "seconds"}], "count", "seconds", "skipped"}.
+    """
+    rows = read_manifest(manifest_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / INDEX).unlink(missing_ok=True)  # no index pointing at half-rewritten shards
+    max_bytes = max_shard_mb * 1024 * 1024
+    shards: list[dict] = []
+    skipped = 0
+    writer: _ShardWriter | None = None
+    try:
+        for row in tqdm(rows, desc=f"shards {out}", unit="utt", disable=not progress):
+            try:
+                flac, seconds = _encode(row["audio"])
+            except (AudioError, OSError) as e:
+                log.warning("skipping %s (%s): %s", row["id"], row["audio"], e)
+                skipped += 1
+                continue
+            meta = {k: v for k, v in row.items() if k != "audio"}
+            meta["duration"] = seconds
+            members = {"flac": flac, "json": json.dumps(meta, ensure_ascii=False).encode("utf-8")}
+            size = sum(len(v) + 1024 for v in members.values())
+            if writer is not None and (
+                writer.bytes + size > max_bytes
+                or (max_shard_count is not None and writer.count >= max_shard_count)
+            ):
+                shards.append(writer.close())
+                writer = None
+            if writer is None:
+                writer = _ShardWriter(out / f"{len(shards):06d}.tar")
+            writer.add(id_to_key(row["id"]), members, seconds)
+        if writer is not None:
+            shards.append(writer.close())
+            writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+    names = {s["name"] for s in shards}
+    for stale in out.iterdir():
+        if _SHARD_NAME.match(stale.name) and stale.name not in names:
+            stale.unlink()
+    index = {
+        "shards": shards,
+        "count": sum(s["count"] for s in shards),
+        "seconds": round(sum(s["seconds"] for s in shards), 3),
+        "skipped": skipped,
+    }
+    _atomic_json(index, out / INDEX)
+    if skipped:
+        log.warning("%s: %d of %d clips skipped (unreadable)", out, skipped, len(rows))
+    return index
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def _resolve_shards(shards) -> tuple[list[str], int | None]:
+    """Shard paths (and the total sample count when an index says it) from a dir, an
+    index.json, one tar or a list of tars."""
+    if isinstance(shards, (str, os.PathLike)):
+        p = Path(shards)
+        if p.is_dir() and (p / INDEX).exists():
+            p = p / INDEX
+        if p.is_dir():
+            return sorted(str(t) for t in p.glob("*.tar")), None
+        if p.suffix == ".json":
+            index = json.loads(p.read_text(encoding="utf-8"))
+            return [str(p.parent / s["name"]) for s in index["shards"]], index.get("count")
+        return [str(p)], None
+    return [str(s) for s in shards], None
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _buffer_shuffle(items: Iterable, rng: random.Random, size: int) -> Iterator:
+    """Streaming shuffle: hold `size` items, emit a random one as each new one arrives."""
+    buf: list = []
+    for x in items:
+        if len(buf) < size:
+            buf.append(x)
+            continue
+        i = rng.randrange(size)
+        yield buf[i]
+        buf[i] = x
+    rng.shuffle(buf)
+    yield from buf
+
+
+class ShardDataset(IterableDataset):
+    """Samples from shards, each yielded exactly once per epoch over all (rank, worker) slots.
+
+    Split: slot = rank * num_workers + worker. With at least as many shards as slots, slot s
+    reads shards s, s + n_slots, ... of the epoch's shard order: each shard has exactly one
+    reader. With fewer shards than slots every slot reads all shards in the same order and
+    keeps the samples whose running index % n_slots == s (the index counts every sample of
+    the tar, readable or not, so all slots agree on it). Either way the epoch is an exact
+    partition. Slots may get different numbers of samples; a DDP trainer has to allow for
+    that (e.g. `Join`, or stopping at the shortest rank).
+
+    Order is a function of (seed, epoch, rank, world_size, worker, num_workers) only: shard
+    order from (seed, epoch), the sample buffer from that plus the slot. So a resumed run
+    replays an epoch exactly. Call `set_epoch` before each epoch (with non-persistent
+    DataLoader workers, which get a fresh copy of the dataset each epoch).
+
+    rank/world_size default to torch.distributed's, read when the dataset is built (so build
+    it after `init_process_group`). A sample that cannot be decoded, or the rest of a
+    truncated tar, is logged and skipped and counted in `self.skipped` (per process: in
+    DataLoader workers the count stays in the worker's copy).
+    """
+
+    def __init__(
+        self,
+        shards,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        transform: Callable[[dict], object] | None = None,
+        shuffle_buffer: int = 1000,
+    ):
+        self.shards, self.num_samples = _resolve_shards(shards)
+        if not self.shards:
+            raise ValueError(f"no shards found in {shards!r}")
+        dist_rank, dist_world = _dist_rank_world()
+        self.rank = dist_rank if rank is None else int(rank)
+        self.world_size = dist_world if world_size is None else int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} outside world_size {self.world_size}")
+        self.shuffle, self.seed, self.transform = shuffle, seed, transform
+        self.shuffle_buffer = shuffle_buffer
+        self.epoch = 0
+        self.skipped = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _slot(self) -> tuple[int, int]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        return self.rank * workers + worker, self.world_size * workers
+
+    def _skip(self, where: str, reason) -> None:
+        self.skipped += 1
+        reason = str(reason)  # an AudioError already names the sample
+        log.warning("skipped %s", reason if reason.startswith(where) else f"{where}: {reason}")
+
+    def _read(self, shard: str) -> Iterator[dict]:
+        """Raw samples {"__key__", "__url__", "flac", "json"} of one tar, via webdataset."""
+        from webdataset.tariterators import group_by_keys, tar_file_expander
+
+        def handler(exn: Exception) -> bool:
+            self._skip(shard, f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}")
+            return True  # keep going: the next member, or the next shard
+
+        try:
+            f = open(shard, "rb")
+        except OSError as e:
+            self._skip(shard, e)
+            return
+        with f:
+            files = tar_file_expander([{"url": shard, "stream": f}], handler=handler)
+            yield from group_by_keys(files, handler=handler)
+
+    def _decode(self, raw: dict) -> dict | None:
+        key, shard = raw.get("__key__", "?"), raw.get("__url__", "?")
+        where = f"{shard}:{key}"
+        try:
+            meta = json.loads(raw["json"])
+            if not isinstance(meta, dict):
+                raise ValueError("json is not an object")
+            wav = load_audio(raw["flac"], name=where)
+        except KeyError as e:
+            self._skip(where, f"missing member .{e.args[0]}")
+            return None
+        except (ValueError, TypeError) as e:  # AudioError, JSONDecodeError, UnicodeDecodeError
+            self._skip(where, e)
+            return None
+        sample = {"id": key_to_id(key), **meta}
+        sample["wav"] = wav
+        return sample
+
+    def __iter__(self) -> Iterator:
+        slot, n_slots = self._slot()
+        shards = list(self.shards)
+        if self.shuffle:
+            random.Random(f"shards:{self.seed}:{self.epoch}").shuffle(shards)
+        if len(shards) >= n_slots:
+            raw = (s for shard in shards[slot::n_slots] for s in self._read(shard))
+        else:
+            everything = (s for shard in shards for s in self._read(shard))
+            raw = (s for i, s in enumerate(everything) if i % n_slots == slot)
+        if self.shuffle and self.shuffle_buffer > 1:
+            rng = random.Random(f"samples:{self.seed}:{self.epoch}:{slot}:{n_slots}")
+            raw = _buffer_shuffle(raw, rng, self.shuffle_buffer)
+        for r in raw:  # decode after the buffer: it holds FLAC bytes, not waveforms
+            sample = self._decode(r)
+            if sample is not None:
+                yield self.transform(sample) if self.transform is not None else sample
+
+
+# --------------------------------------------------------------------------------- batching
+
+
+def sample_duration(sample: dict) -> float:
+    """Seconds of a sample: its "duration" field, else the length of its waveform."""
+    d = sample.get("duration")
+    if d is None:
+        d = sample["wav"].shape[-1] / SAMPLE_RATE
+    return float(d)
+
+
+class BatchedShardDataset(IterableDataset):
+    """Dynamic batches of similar-length utterances under a padded-seconds budget.
+
+    Holds up to `bucket_buffer` samples, sorts them by duration into `num_buckets` equal-count
+    buckets, shuffles within each bucket and cuts batches greedily so that
+    len(batch) * longest <= max_batch_seconds (and len <= max_batch_size). Batches are yielded
+    in shuffled order. The unfinished last batch of each bucket goes back into the buffer to
+    be completed by later samples instead of being emitted small. One utterance longer than
+    the budget makes a batch alone. Sorting keeps padding (wasted compute) low; the buckets
+    and shuffles keep batches varied across epochs. Deterministic from (seed, epoch) and the
+    source's order. Use `DataLoader(ds, batch_size=None, num_workers=k)`.
+
+    Memory: the buffer holds decoded samples (about 64 kB per second of 16 kHz audio).
+    """
+
+    def __init__(
+        self,
+        source: Iterable[dict],
+        collate: Callable[[list], object],
+        max_batch_seconds: float,
+        max_batch_size: int | None = None,
+        num_buckets: int = 8,
+        bucket_buffer: int = 2000,
+        seed: int = 0,
+        shuffle: bool = True,
+    ):
+        if max_batch_seconds <= 0:
+            raise ValueError("max_batch_seconds must be > 0")
+        self.source, self.collate = source, collate
+        self.max_batch_seconds, self.max_batch_size = float(max_batch_seconds), max_batch_size
+        self.num_buckets, self.bucket_buffer = max(1, num_buckets), max(1, bucket_buffer)
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.source, "set_epoch"):
+            self.source.set_epoch(epoch)
+
+    def _cut(self, items: list, rng: random.Random, final: bool) -> tuple[list, list]:
+        """(batches ready to emit, samples to keep) from (duration, sample) pairs."""
+        items.sort(key=lambda x: x[0])
+        n = len(items)
+        k = min(self.num_buckets, n)
+        closed, open_ = [], []
+        for b in range(k):
+            bucket = items[b * n // k : (b + 1) * n // k]
+            if self.shuffle:
+                rng.shuffle(bucket)
+            batch, longest = [], 0.0
+            for d, s in bucket:
+                top = max(longest, d)
+                full = self.max_batch_size is not None and len(batch) >= self.max_batch_size
+                if batch and (full or (len(batch) + 1) * top > self.max_batch_seconds):
+                    closed.append(batch)
+                    batch, top = [], d
+                batch.append((d, s))
+                longest = top
+            if batch:
+                open_.append(batch)
+        if final or not closed:  # nothing would leave the buffer: emit everything
+            closed, open_ = closed + open_, []
+        if self.shuffle:
+            rng.shuffle(closed)
+        return closed, [x for batch in open_ for x in batch]
+
+    def __iter__(self) -> Iterator:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        rank = getattr(self.source, "rank", 0)
+        rng = random.Random(f"batches:{self.seed}:{self.epoch}:{rank}:{worker}")
+        buf: list = []
+        for sample in self.source:
+            buf.append((sample_duration(sample), sample))
+            if len(buf) >= self.bucket_buffer:
+                batches, buf = self._cut(buf, rng, final=False)
+                for batch in batches:
+                    yield self.collate([s for _, s in batch])
+        batches, _ = self._cut(buf, rng, final=True)
+        for batch in batches:
+            yield self.collate([s for _, s in batch])
