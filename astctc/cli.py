@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_tokenizer)
 
     s = sub.add_parser("train", help="train a model from a YAML config")
-    s.add_argument("--config", required=True)
+    s.add_argument("--config", default=None, help="YAML config (defaults otherwise)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     s.set_defaults(fn=cmd_train)
 

@@ -228,8 +228,8 @@ class Trainer:
                     summary = self.validate()
         if not checkpoints(self.exp) or checkpoints(self.exp)[-1].name != f"step-{self.step:08d}.pt":
             self.save()
-            if cfg.validate and cfg.data.valid:
-                summary = self.validate()
+        if cfg.validate and cfg.data.valid and summary.get("step") != self.step:
+            summary = self.validate()
         self.writer.close()
         self._plot()
         return summary
