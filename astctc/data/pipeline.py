@@ -6,6 +6,7 @@ run resume to exactly the parameters an uninterrupted run reaches.
 """
 from __future__ import annotations
 
+import logging
 import zlib
 from dataclasses import dataclass, field
 
@@ -16,6 +17,8 @@ from ..features import FeatureConfig, SpecAugmentConfig, fbank, spec_augment
 from ..text import normalize
 from ..tokenizer import Tokenizer
 from .shards import BatchedShardDataset, ShardDataset
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,6 +56,10 @@ class Featurizer:
     def __call__(self, sample: dict) -> dict | None:
         wav = sample["wav"]
         if self.max_duration and wav.numel() / self.features.sample_rate > self.max_duration:
+            return None
+        text = sample.get("text", "")
+        if self.tokenizer is not None and not normalize(text):
+            log.warning("utterance %s has an empty transcript; skipped", sample["id"])
             return None
         feats = fbank(wav, self.features)
         if self.augment is not None and self.augment.enabled:
@@ -122,6 +129,8 @@ def make_loader(
         max_batch_size=cfg.max_batch_size,
         num_buckets=cfg.num_buckets if train else 1,
         bucket_buffer=cfg.bucket_buffer,
+        seed=seed,
+        shuffle=train,
     )
     batched.set_epoch(epoch)
     return DataLoader(

@@ -316,8 +316,10 @@ class ShardDataset(IterableDataset):
             raw = _buffer_shuffle(raw, rng, self.shuffle_buffer)
         for r in raw:  # decode after the buffer: it holds FLAC bytes, not waveforms
             sample = self._decode(r)
+            if sample is not None and self.transform is not None:
+                sample = self.transform(sample)  # a transform may reject a sample with None
             if sample is not None:
-                yield self.transform(sample) if self.transform is not None else sample
+                yield sample
 
 
 # --------------------------------------------------------------------------------- batching
