@@ -33,6 +33,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return {k: _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp in (int, float) and isinstance(value, str):  # YAML 1.1 reads "3e-3" as a string
+        try:
+            return tp(value)
+        except ValueError:
+            pass
     if tp in (int, float, str, bool) and not isinstance(value, tp):
         raise TypeError(f"config key {where}: expected {tp.__name__}, got {value!r}")
     return value

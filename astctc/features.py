@@ -7,7 +7,7 @@ we keep it byte-for-byte rather than using a faster but different mel implementa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -96,3 +96,37 @@ def spec_augment(
         t0 = rand_int(T - w + 1)
         feats[t0 : t0 + w, :] = 0
     return feats
+
+
+@dataclass
+class AugmentConfig:
+    """Speaker-like perturbations, for models that must generalise to unseen voices.
+
+    Speed perturbation (Ko et al. 2015, Kaldi's 0.9/1.0/1.1) changes tempo and pitch together;
+    the mel-axis warp (like VTLP, Jaitly & Hinton 2013) stretches the spectrum as a longer or
+    shorter vocal tract would, moving formants without touching timing.
+    """
+
+    speeds: list[float] = field(default_factory=lambda: [1.0])
+    freq_warp: float = 0.0  # max relative stretch of the mel axis, e.g. 0.1 = +-10%
+
+
+def speed_perturb(wav: torch.Tensor, speed: float, sample_rate: int = 16000) -> torch.Tensor:
+    """Play `wav` `speed` times faster (pitch rises with it), by resampling."""
+    if speed == 1.0:
+        return wav
+    from .audio import resample
+
+    return resample(wav, int(round(sample_rate * speed)), sample_rate)
+
+
+def freq_warp(feats: torch.Tensor, factor: float) -> torch.Tensor:
+    """Stretch the mel axis of (T, F) features by `factor` (>1 moves energy up), linearly."""
+    if factor == 1.0:
+        return feats
+    F_ = feats.shape[1]
+    pos = (torch.arange(F_, dtype=torch.float32) / factor).clamp(0, F_ - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=F_ - 1)
+    w = (pos - lo.float())[None, :]
+    return feats[:, lo] * (1 - w) + feats[:, hi] * w

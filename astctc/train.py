@@ -215,7 +215,8 @@ class Trainer:
 
         self.writer = SummaryWriter(str(self.exp / "tensorboard"), purge_step=self.step if resumed else None)
         featurizer = Featurizer(
-            cfg.features, self.tokenizer, cfg.data.spec_augment, cfg.seed, cfg.data.max_duration
+            cfg.features, self.tokenizer, cfg.data.spec_augment, cfg.seed, cfg.data.max_duration,
+            cfg.data.augment,
         )
         summary = {}
         while self.step < cfg.max_steps and (cfg.max_epochs is None or self.epoch < cfg.max_epochs):

@@ -6,7 +6,7 @@
 
 set -euo pipefail
 
-log() { echo "$(date '+%F %T') [$(basename "$(dirname "$0")")] $*" >&2; }
+log() { echo "$(date '+%F %T') [$(basename "$PWD")] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -26,7 +26,7 @@ done
 # run_stage N NAME command...: runs when stage <= N <= stop_stage, unless its done-marker
 # exists (then it says so and skips; --force redoes it). The marker is written only on success.
 run_stage() {
-  local n=$1 _opt=$2; shift 2
+  local n=$1 name=$2; shift 2
   [ "$n" -ge "$stage" ] && [ "$n" -le "$stop_stage" ] || return 0
   local marker="$done_dir/stage$n.$name.done"
   if [ -f "$marker" ] && [ "$force" != true ]; then

@@ -94,3 +94,27 @@ def test_spec_augment_masks_and_is_seeded():
     rows = zeros.all(dim=1).sum() + 0
     assert int(zeros.sum()) == int(cols * 300 + rows * 128 - cols * rows)
     assert torch.equal(spec_augment(feats, SpecAugmentConfig(enabled=False)), feats)
+
+
+def test_speed_perturb_changes_length_and_pitch():
+    from astctc.features import speed_perturb
+
+    t = torch.arange(16000) / 16000
+    tone = torch.sin(2 * torch.pi * 500 * t)
+    fast = speed_perturb(tone, 1.1)
+    assert fast.numel() == pytest.approx(16000 / 1.1, abs=2)
+    peak_hz = int(torch.fft.rfft(fast).abs().argmax()) * 16000 / fast.numel()
+    assert peak_hz == pytest.approx(550, abs=3)
+    assert speed_perturb(tone, 1.0) is tone
+
+
+def test_freq_warp_moves_energy_along_mel_axis():
+    from astctc.features import freq_warp
+
+    feats = torch.zeros(5, 128)
+    feats[:, 40] = 1.0
+    up = freq_warp(feats, 1.1)
+    down = freq_warp(feats, 0.9)
+    assert int(up[0].argmax()) == 44 and int(down[0].argmax()) == 36
+    assert torch.equal(freq_warp(feats, 1.0), feats)
+    assert up.shape == feats.shape

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
-from ..features import FeatureConfig, SpecAugmentConfig, fbank, spec_augment
+from ..features import (
+    AugmentConfig,
+    FeatureConfig,
+    SpecAugmentConfig,
+    fbank,
+    freq_warp,
+    spec_augment,
+    speed_perturb,
+)
 from ..text import normalize
 from ..tokenizer import Tokenizer
 from .shards import BatchedShardDataset, ShardDataset
@@ -33,6 +41,7 @@ class DataConfig:
     num_workers: int = 1
     max_duration: float = 30.0  # longer utterances are dropped from training (counted)
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 class Featurizer:
@@ -45,10 +54,12 @@ class Featurizer:
         augment: SpecAugmentConfig | None = None,
         seed: int = 0,
         max_duration: float | None = None,
+        perturb: AugmentConfig | None = None,
     ):
         self.features = features
         self.tokenizer = tokenizer
         self.augment = augment
+        self.perturb = perturb
         self.seed = seed
         self.epoch = 0
         self.max_duration = max_duration
@@ -61,10 +72,18 @@ class Featurizer:
         if self.tokenizer is not None and not normalize(text):
             log.warning("utterance %s has an empty transcript; skipped", sample["id"])
             return None
-        feats = fbank(wav, self.features)
-        if self.augment is not None and self.augment.enabled:
+        g = None
+        if self.augment is not None or self.perturb is not None:
             key = f"{self.seed}/{self.epoch}/{sample['id']}".encode()
             g = torch.Generator().manual_seed(zlib.crc32(key))
+        if self.perturb is not None and len(self.perturb.speeds) > 1:
+            speeds = self.perturb.speeds
+            wav = speed_perturb(wav, speeds[int(torch.randint(len(speeds), (1,), generator=g))])
+        feats = fbank(wav, self.features)
+        if self.perturb is not None and self.perturb.freq_warp > 0:
+            w = self.perturb.freq_warp
+            feats = freq_warp(feats, 1 + (2 * float(torch.rand(1, generator=g)) - 1) * w)
+        if self.augment is not None and self.augment.enabled:
             feats = spec_augment(feats, self.augment, g)
         item = {
             "id": sample["id"],
