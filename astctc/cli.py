@@ -77,6 +77,12 @@ def cmd_train(a: argparse.Namespace) -> None:
         print(json.dumps(summary))
 
 
+def cmd_init_check(a: argparse.Namespace) -> None:
+    from .models.pretrained import init_check
+
+    print(init_check(a.config, a.set or [], a.init))
+
+
 def cmd_average(a: argparse.Namespace) -> None:
     from .train import average_checkpoints
 
@@ -143,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=None, help="YAML config (defaults otherwise)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("init-check", help="show what `train` would load, adapt and leave new from init:")
+    s.add_argument("--init", default=None, help="hf://<repo id> or a directory (default: init: of the config)")
+    s.add_argument("--config", default=None, help="training YAML config (defaults otherwise)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    s.set_defaults(fn=cmd_init_check)
 
     s = sub.add_parser("average", help="average the last N checkpoints into a model directory")
     s.add_argument("--exp", required=True)

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine | linear | constant (after warm-up)
     final_lr_ratio: float = 0.02
     grad_clip: float = 1.0
+    layer_decay: float = 1.0  # < 1: block i of L gets lr*d^(L-i), embeddings lr*d^(L+1), heads lr
+    freeze_encoder_steps: int = 0  # encoder gets no gradient (is not stepped) for the first N steps
 
 
 @dataclass
@@ -47,6 +50,8 @@ class TrainConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    init: str | None = None  # pretrained weights: hf://<repo id> or a directory (models/pretrained.py)
+    init_kernel_resize: str = "pi"  # patch kernel of another size: pi (FlexiViT PI-resize) | bilinear
     max_steps: int = 10000
     max_epochs: int | None = None
     checkpoint_every: int = 1000  # steps; a checkpoint is also written at every epoch end
@@ -74,6 +79,33 @@ def lr_lambda(cfg: OptimConfig, max_steps: int):
         raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
     return fn
+
+
+def param_groups(model: ASTModel, cfg: OptimConfig) -> list[dict]:
+    """AdamW groups: weight decay on weight matrices outside the embeddings; with layer_decay < 1,
+    one group per depth with lr scaled by layer_decay^(L+1-depth) (BEiT/AST fine-tuning): depth 0
+    = embeddings, i+1 = block i, L+1 = final LayerNorm and heads. Head groups come first, so the
+    first group's lr (the one logged) is the base lr."""
+    L = model.cfg.encoder.depth
+    if not 0 < cfg.layer_decay <= 1:
+        raise ValueError(f"optim.layer_decay must be in (0, 1], not {cfg.layer_decay}")
+
+    def depth(name: str) -> int:
+        if cfg.layer_decay == 1.0 or not name.startswith("encoder."):
+            return L + 1
+        if name.startswith("encoder.embeddings."):
+            return 0
+        m = re.match(r"encoder\.encoder\.layer\.(\d+)\.", name)
+        return int(m[1]) + 1 if m else L + 1
+
+    groups: dict[tuple[int, bool], dict] = {}
+    for n, p in model.named_parameters():
+        decay = p.ndim >= 2 and "embeddings" not in n
+        d = depth(n)
+        g = groups.setdefault((d, decay), {"params": [], "weight_decay": cfg.weight_decay if decay else 0.0,
+                                           "lr": cfg.lr * cfg.layer_decay ** (L + 1 - d)})
+        g["params"].append(p)
+    return [groups[k] for k in sorted(groups, key=lambda k: (-k[0], not k[1]))]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,14 +180,13 @@ class Trainer:
             cfg.model.ctc.vocab_size = self.tokenizer.vocab_size
         torch.manual_seed(cfg.seed)
         self.model = ASTModel(cfg.model).to(self.device)
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
-        no_decay = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
+        if cfg.init and not checkpoints(self.exp):  # a resumed run gets its weights from the checkpoint
+            from .models.pretrained import init_from_pretrained, log_report
+
+            log_report(init_from_pretrained(self.model, cfg.init, cfg.init_kernel_resize), self.exp / "init.txt")
+        self._encoder_frozen = False
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o.lr,
-            betas=tuple(o.betas),
-        )
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, o), lr=o.lr, betas=tuple(o.betas))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(o, cfg.max_steps))
         self.step = 0
         self.epoch = 0
@@ -277,6 +308,11 @@ class Trainer:
 
     def train_step(self, batch: dict) -> float:
         cfg = self.cfg
+        frozen = self.step < cfg.optim.freeze_encoder_steps  # a function of the step: resumes exactly
+        if frozen != self._encoder_frozen:  # no grad -> AdamW neither moves nor decays them
+            self._encoder_frozen = frozen
+            self.model.encoder.requires_grad_(not frozen)
+            log.info("step %d: encoder %s", self.step, "frozen" if frozen else "unfrozen")
         feats = batch["feats"].to(self.device, non_blocking=True)
         lengths = batch["lengths"].to(self.device)
         with _autocast(self.device, cfg.precision):
