@@ -143,8 +143,8 @@ def _download_hint(repo: str, err: Exception) -> str:
     local = f"pretrained/{repo.split('/')[-1]}"
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return (
-        f"cannot load {HUB_PREFIX}{repo}: it is not in the local Hugging Face cache and the hub "
-        f"cannot be reached (offline or HF_HUB_OFFLINE=1); {type(err).__name__}: {first}\n"
+        f"cannot load {HUB_PREFIX}{repo}: not in the local Hugging Face cache and not downloadable "
+        f"here (offline, HF_HUB_OFFLINE=1, or no such repository); {type(err).__name__}: {first}\n"
         f"Download it where there is internet access:\n"
         f"    hf download {repo} --local-dir {local}\n"
         f"(older huggingface_hub: huggingface-cli download {repo} --local-dir {local}),\n"
