@@ -22,6 +22,9 @@ class FeatureConfig:
     remove_waveform_mean: bool = True  # AST's original code does; ASTFeatureExtractor too
     norm_mean: float = -4.2677393  # AudioSet statistics used by every AST checkpoint
     norm_std: float = 4.5689974
+    # per-utterance mean/variance normalisation of each mel bin (CMVN), after the global one:
+    # removes speaker and channel colouring; off for pretrained AST, which expects global only
+    utterance_cmvn: bool = False
 
     def frames(self, num_samples: int) -> int:
         """Number of fbank frames Kaldi produces for `num_samples` (snip_edges=True)."""
@@ -56,7 +59,11 @@ def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
         frame_length=cfg.frame_length_ms,
         frame_shift=cfg.frame_shift_ms,
     )
-    return (feats - cfg.norm_mean) / (2 * cfg.norm_std)
+    feats = (feats - cfg.norm_mean) / (2 * cfg.norm_std)
+    if cfg.utterance_cmvn:
+        # the floor keeps a near-constant bin (an empty low mel filter) from blowing up
+        feats = (feats - feats.mean(dim=0)) / feats.std(dim=0, unbiased=False).clamp(min=0.01)
+    return feats
 
 
 @dataclass

@@ -118,3 +118,15 @@ def test_freq_warp_moves_energy_along_mel_axis():
     assert int(up[0].argmax()) == 44 and int(down[0].argmax()) == 36
     assert torch.equal(freq_warp(feats, 1.0), feats)
     assert up.shape == feats.shape
+
+
+def test_utterance_cmvn():
+    torch.manual_seed(0)
+    wav = torch.randn(16000) * 0.1
+    feats = fbank(wav, FeatureConfig(utterance_cmvn=True))
+    varied = fbank(wav).std(0, unbiased=False) > 0.01
+    assert varied.sum() > 100
+    assert torch.allclose(feats.mean(0), torch.zeros(128), atol=1e-4)
+    assert torch.allclose(feats.std(0, unbiased=False)[varied], torch.ones(int(varied.sum())), atol=1e-3)
+    # a louder copy of the same clip gives the same normalised features
+    assert torch.allclose(fbank(wav * 4, FeatureConfig(utterance_cmvn=True)), feats, atol=1e-3)
