@@ -6,6 +6,11 @@ A ViT over a (128 x T) log-mel image. One class covers both layouts:
 Parameter names follow Hugging Face's `ASTModel` one to one, so pretrained checkpoints load
 without a renaming table. Attention goes through `scaled_dot_product_attention` with a
 key-padding mask, so an utterance in a padded batch gives the outputs it gives alone.
+
+`attention: "packed"` drops the padding instead of masking it: the valid tokens of the batch
+are concatenated into one (tokens, D) sequence, so the linear layers (most of the FLOPs) skip
+the padding, and attention runs per utterance (`packed_attention`). The outputs equal the
+padded path's (tests/test_packing.py); padded positions of the result are zeros.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ class EncoderConfig:
     num_cls_tokens: int = 2  # AST: [CLS] + distillation token; ViT: 1
     max_frames: int = 1024  # fbank frames covered by the position table (10.24 s for AST)
     layer_norm_eps: float = 1e-12  # Hugging Face ViT/AST value
+    attention: str = "padded"  # padded (SDPA + key-padding mask) | packed (no compute on padding)
 
     @property
     def freq_rows(self) -> int:
@@ -108,6 +114,40 @@ class Embeddings(nn.Module):
         return self.dropout(x + self.positions(columns))
 
 
+@dataclass
+class Packed:
+    """Boundaries of the utterances in a packed (tokens, D) sequence."""
+
+    cu_seqlens: Tensor  # (B + 1,) int32 offsets of each utterance's first token
+    lengths: list[int]  # tokens per utterance
+    max_len: int
+
+
+def _varlen_attn():
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # torch >= 2.10: flash-attention varlen
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+def packed_attention(q: Tensor, k: Tensor, v: Tensor, packed: Packed, dropout_p: float = 0.0) -> Tensor:
+    """Attention within each utterance of packed (tokens, H, Dh) q/k/v -> (tokens, H, Dh).
+
+    CUDA in fp16/bf16: flash-attention's varlen kernel, one launch for the whole batch and no
+    padding anywhere. Otherwise (CPU, fp32, attention dropout): SDPA per utterance, which
+    on CPU measured faster than nested-tensor SDPA (bench/README.md)."""
+    varlen = _varlen_attn()
+    if varlen is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0:
+        return varlen(q, k, v, packed.cu_seqlens, packed.cu_seqlens, packed.max_len, packed.max_len)
+    outs = []
+    for qi, ki, vi in zip(*(t.split(packed.lengths) for t in (q, k, v))):
+        qi, ki, vi = (t.transpose(0, 1)[None] for t in (qi, ki, vi))  # 4-D: CPU's flash kernel
+        o = F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout_p)
+        outs.append(o[0].transpose(0, 1))
+    return torch.cat(outs)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -120,9 +160,14 @@ class SelfAttention(nn.Module):
         self.value = nn.Linear(D, D)
         self.attn_dropout = cfg.attn_dropout
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        B, N, D = x.shape
+    def forward(self, x: Tensor, mask: Tensor | Packed | None) -> Tensor:
         h = self.num_heads
+        dropout_p = self.attn_dropout if self.training else 0.0
+        if isinstance(mask, Packed):  # x: (tokens, D)
+            T, D = x.shape
+            q, k, v = (lin(x).view(T, h, D // h) for lin in (self.query, self.key, self.value))
+            return packed_attention(q, k, v, mask, dropout_p).reshape(T, D)
+        B, N, D = x.shape
 
         def split(t: Tensor) -> Tensor:
             return t.view(B, N, h, D // h).transpose(1, 2)
@@ -132,7 +177,7 @@ class SelfAttention(nn.Module):
             split(self.key(x)),
             split(self.value(x)),
             attn_mask=mask,
-            dropout_p=self.attn_dropout if self.training else 0.0,
+            dropout_p=dropout_p,
         )
         return out.transpose(1, 2).reshape(B, N, D)
 
@@ -153,7 +198,7 @@ class Attention(nn.Module):
         self.attention = SelfAttention(cfg)
         self.output = SelfOutput(cfg)
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | Packed | None) -> Tensor:
         return self.output(self.attention(x, mask))
 
 
@@ -187,7 +232,7 @@ class Block(nn.Module):
         self.intermediate = Intermediate(cfg)
         self.output = Output(cfg)
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | Packed | None) -> Tensor:
         x = x + self.attention(self.layernorm_before(x), mask)
         return x + self.output(self.intermediate(self.layernorm_after(x)))
 
@@ -253,8 +298,11 @@ class ASTEncoder(nn.Module):
         )
         x = self.embeddings(feats)
         total = (x.shape[1] - cfg.num_cls_tokens) // cfg.freq_rows
-        mask = None
-        if bool((columns < total).any()):
+        if cfg.attention not in ("padded", "packed"):
+            raise ValueError(f"encoder.attention must be padded or packed, not {cfg.attention!r}")
+        padded = bool((columns < total).any())
+        keep = None
+        if padded:
             valid_t = torch.arange(total, device=feats.device)[None, :] < columns[:, None]
             keep = torch.cat(
                 [
@@ -263,7 +311,17 @@ class ASTEncoder(nn.Module):
                 ],
                 dim=1,
             )
-            mask = keep[:, None, None, :]  # (B, 1, 1, N): True = may be attended to
+        if cfg.attention == "packed" and padded:
+            lengths_tok = [cfg.num_cls_tokens + cfg.freq_rows * int(c) for c in columns]
+            cu = torch.tensor([0] + lengths_tok, device=feats.device).cumsum(0).to(torch.int32)
+            packed = Packed(cu, lengths_tok, max(lengths_tok))
+            xp = x[keep]  # (tokens, D), utterance after utterance
+            for block in self.encoder.layer:
+                xp = block(xp, packed)
+            xp = self.layernorm(xp)
+            out = xp.new_zeros(x.shape[:2] + (xp.shape[-1],)).index_put((keep,), xp)
+            return EncoderOutput(out, columns, cfg.num_cls_tokens, cfg.freq_rows)
+        mask = keep[:, None, None, :] if padded else None  # (B, 1, 1, N): True = may be attended to
         for block in self.encoder.layer:
             x = block(x, mask)
         return EncoderOutput(self.layernorm(x), columns, cfg.num_cls_tokens, cfg.freq_rows)

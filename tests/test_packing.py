@@ -1,0 +1,103 @@
+"""The packed attention path (encoder.attention = "packed") computes what the padded one does."""
+import copy
+
+import pytest
+import torch
+
+from astctc.models.encoder import Packed, packed_attention
+from astctc.models.heads import ClassifierConfig, CTCHead, CTCHeadConfig
+from astctc.models.model import ASTModel, ModelConfig
+from tests.test_model import LAYOUTS, small
+
+LENGTHS = [400, 257, 31, 9]  # 9 frames: shorter than one 16-frame patch
+
+
+def _pair(layout: str) -> tuple[ASTModel, ASTModel]:
+    torch.manual_seed(0)
+    padded = ASTModel(ModelConfig(small(layout), CTCHeadConfig(vocab_size=12, dropout=0.0),
+                                  {"cls": ClassifierConfig(num_classes=3)}))
+    packed = copy.deepcopy(padded)
+    packed.encoder.cfg.attention = "packed"
+    return padded, packed
+
+
+def _batch():
+    torch.manual_seed(1)
+    lengths = torch.tensor(LENGTHS)
+    feats = torch.randn(len(LENGTHS), max(LENGTHS), 128)
+    for b, n in enumerate(LENGTHS):
+        feats[b, n:] = 0
+    targets, target_lengths = torch.randint(1, 12, (10,)), torch.tensor([4, 3, 2, 1])
+    return feats, lengths, targets, target_lengths
+
+
+def _loss(model, feats, lengths, targets, target_lengths):
+    out = model(feats, lengths)
+    loss = CTCHead.loss(out["log_probs"], out["lengths"], targets, target_lengths) + out["cls"].square().mean()
+    return out, loss
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_packed_equals_padded_outputs_and_gradients(layout):
+    padded, packed = _pair(layout)
+    batch = _batch()
+    out_a, loss_a = _loss(padded, *batch)
+    out_b, loss_b = _loss(packed, *batch)
+    assert torch.equal(out_a["lengths"], out_b["lengths"])
+    for b, cols in enumerate(out_a["lengths"].tolist()):
+        assert torch.allclose(out_a["log_probs"][b, :cols], out_b["log_probs"][b, :cols], atol=1e-5)
+    assert torch.allclose(out_a["cls"], out_b["cls"], atol=1e-5)
+    assert torch.allclose(loss_a, loss_b, atol=1e-5)
+    loss_a.backward()
+    loss_b.backward()
+    grads_b = dict(packed.named_parameters())
+    for name, p in padded.named_parameters():
+        g_a, g_b = p.grad, grads_b[name].grad
+        assert g_a is not None and g_b is not None, name
+        assert torch.allclose(g_a, g_b, atol=1e-5, rtol=1e-4), (name, (g_a - g_b).abs().max())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_packed_path_skips_padding(layout):
+    """The blocks see only valid tokens: C + F' x columns per utterance, no padding."""
+    _, packed = _pair(layout)
+    feats, lengths, *_ = _batch()
+    seen = []
+    hook = packed.encoder.encoder.layer[0].attention.attention.query.register_forward_hook(
+        lambda m, i, o: seen.append(i[0].shape)
+    )
+    with torch.no_grad():
+        out = packed(feats, lengths)
+    hook.remove()
+    cfg = packed.cfg.encoder
+    valid = sum(cfg.num_cls_tokens + cfg.freq_rows * c for c in out["lengths"].tolist())
+    assert seen == [torch.Size([valid, cfg.embed_dim])]
+    assert valid < len(LENGTHS) * (cfg.num_cls_tokens + cfg.freq_rows * int(out["lengths"].max()))
+
+
+def test_packed_attention_keeps_utterances_apart():
+    """Changing one utterance's keys changes only that utterance's outputs."""
+    torch.manual_seed(0)
+    lens = [5, 3, 7]
+    cu = torch.tensor([0, 5, 8, 15], dtype=torch.int32)
+    q, k, v = (torch.randn(15, 2, 8) for _ in range(3))
+    p = Packed(cu, lens, 7)
+    base = packed_attention(q, k, v, p)
+    k2 = k.clone()
+    k2[5:8] += 1.0
+    v2 = v.clone()
+    v2[5:8] += 1.0
+    moved = packed_attention(q, k2, v2, p)
+    assert torch.equal(base[:5], moved[:5]) and torch.equal(base[8:], moved[8:])
+    assert not torch.allclose(base[5:8], moved[5:8])
+    full = torch.nn.functional.scaled_dot_product_attention(
+        q[None].transpose(1, 2), k[None].transpose(1, 2), v[None].transpose(1, 2)
+    )[0].transpose(0, 1)
+    assert not torch.allclose(base, full, atol=1e-3)  # attending across utterances would differ
+
+
+def test_unknown_attention_is_an_error():
+    padded, _ = _pair("frame")
+    padded.encoder.cfg.attention = "flash"
+    with pytest.raises(ValueError, match="padded or packed"):
+        padded(torch.randn(1, 50, 128))
