@@ -101,3 +101,47 @@ def test_unknown_attention_is_an_error():
     padded.encoder.cfg.attention = "flash"
     with pytest.raises(ValueError, match="padded or packed"):
         padded(torch.randn(1, 50, 128))
+
+
+# ------------------------------------------------------------------ duration batching
+
+
+def _libri_like(n: int, seed: int = 0) -> list[dict]:
+    """Durations like LibriSpeech train: mostly 11-18 s, a tail of short utterances, 2-35 s."""
+    import numpy as np
+
+    r = np.random.default_rng(seed)
+    d = np.where(r.random(n) < 0.8, r.normal(14.6, 2.3, n), r.lognormal(np.log(6.0), 0.55, n))
+    return [{"id": str(i), "duration": float(x)} for i, x in enumerate(np.clip(d, 2.0, 35.0))]
+
+
+def _batches(src, **kw):
+    from astctc.data.shards import BatchedShardDataset
+
+    kw = {"bucket_buffer": 2000, "seed": 3, **kw}
+    return list(BatchedShardDataset(src, lambda b: [(s["id"], s["duration"]) for s in b], **kw))
+
+
+def _padding(batches) -> float:
+    valid = sum(d for b in batches for _, d in b)
+    return 1 - valid / sum(len(b) * max(d for _, d in b) for b in batches)
+
+
+@pytest.mark.parametrize("budget", [120, 600])
+def test_pool_batching_pads_under_5_percent(budget):
+    src = _libri_like(6000)
+    pool = _batches(src, max_batch_seconds=budget, num_buckets=0)
+    assert sorted(i for b in pool for i, _ in b) == sorted(s["id"] for s in src)  # exactly once
+    assert all(len(b) * max(d for _, d in b) <= budget for b in pool)
+    buckets8 = _batches(src, max_batch_seconds=budget, num_buckets=8)
+    assert _padding(pool) <= 0.05 < _padding(buckets8)
+
+
+def test_seconds_squared_budget_caps_long_batches():
+    src = _libri_like(3000)
+    plain = _batches(src, max_batch_seconds=600, num_buckets=0)
+    capped = _batches(src, max_batch_seconds=600, num_buckets=0, max_batch_seconds2=4000)
+    assert sorted(i for b in capped for i, _ in b) == sorted(s["id"] for s in src)
+    assert all(len(b) * max(d for _, d in b) ** 2 <= 4000 or len(b) == 1 for b in capped)
+    assert any(len(b) * max(d for _, d in b) ** 2 > 4000 for b in plain)
+    assert len(capped) > len(plain)

@@ -36,7 +36,8 @@ class DataConfig:
     tokenizer: str = ""  # directory or file of the tokenizer
     max_batch_seconds: float = 120.0  # padded seconds of audio per batch
     max_batch_size: int | None = None
-    num_buckets: int = 8
+    max_batch_seconds2: float | None = None  # budget on len x longest^2 (attention ~ length^2)
+    num_buckets: int = 0  # 0: sort the buffer, cut it in order (least padding); k: k buckets
     bucket_buffer: int = 2000
     num_workers: int = 1
     max_duration: float = 30.0  # longer utterances are dropped from training (counted)
@@ -146,6 +147,7 @@ def make_loader(
         collate=_drop_none(collate),
         max_batch_seconds=cfg.max_batch_seconds,
         max_batch_size=cfg.max_batch_size,
+        max_batch_seconds2=cfg.max_batch_seconds2,
         num_buckets=cfg.num_buckets if train else 1,
         bucket_buffer=cfg.bucket_buffer,
         seed=seed,

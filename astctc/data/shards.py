@@ -338,12 +338,16 @@ class BatchedShardDataset(IterableDataset):
 
     Holds up to `bucket_buffer` samples, sorts them by duration into `num_buckets` equal-count
     buckets, shuffles within each bucket and cuts batches greedily so that
-    len(batch) * longest <= max_batch_seconds (and len <= max_batch_size). Batches are yielded
-    in shuffled order. The unfinished last batch of each bucket goes back into the buffer to
-    be completed by later samples instead of being emitted small. One utterance longer than
-    the budget makes a batch alone. Sorting keeps padding (wasted compute) low; the buckets
-    and shuffles keep batches varied across epochs. Deterministic from (seed, epoch) and the
-    source's order. Use `DataLoader(ds, batch_size=None, num_workers=k)`.
+    len(batch) * longest <= max_batch_seconds, len(batch) * longest**2 <= max_batch_seconds2
+    (padded attention work grows with the square of the length) and len <= max_batch_size.
+    `num_buckets=0` sorts the whole buffer and cuts it in order, without shuffling (torchtext's
+    "pool" batching): the least padding (about 1-2% on a LibriSpeech-like mix, against 7-10%
+    with 8 buckets; bench/README.md), while batches still vary across epochs because the
+    buffer holds a different random draw of the stream. Batches are yielded in shuffled
+    order. The unfinished last batch of each bucket goes back into the buffer to be completed
+    by later samples instead of being emitted small. One utterance longer than the budget
+    makes a batch alone. Deterministic from (seed, epoch) and the source's order. Use
+    `DataLoader(ds, batch_size=None, num_workers=k)`.
 
     Memory: the buffer holds decoded samples (about 64 kB per second of 16 kHz audio).
     """
@@ -358,12 +362,14 @@ class BatchedShardDataset(IterableDataset):
         bucket_buffer: int = 2000,
         seed: int = 0,
         shuffle: bool = True,
+        max_batch_seconds2: float | None = None,
     ):
         if max_batch_seconds <= 0:
             raise ValueError("max_batch_seconds must be > 0")
         self.source, self.collate = source, collate
         self.max_batch_seconds, self.max_batch_size = float(max_batch_seconds), max_batch_size
-        self.num_buckets, self.bucket_buffer = max(1, num_buckets), max(1, bucket_buffer)
+        self.max_batch_seconds2 = max_batch_seconds2
+        self.num_buckets, self.bucket_buffer = max(0, num_buckets), max(1, bucket_buffer)
         self.seed, self.shuffle = seed, shuffle
         self.epoch = 0
 
@@ -376,17 +382,20 @@ class BatchedShardDataset(IterableDataset):
         """(batches ready to emit, samples to keep) from (duration, sample) pairs."""
         items.sort(key=lambda x: x[0])
         n = len(items)
-        k = min(self.num_buckets, n)
+        k = min(self.num_buckets, n) if self.num_buckets else 1
         closed, open_ = [], []
         for b in range(k):
             bucket = items[b * n // k : (b + 1) * n // k]
-            if self.shuffle:
+            if self.shuffle and self.num_buckets:
                 rng.shuffle(bucket)
             batch, longest = [], 0.0
             for d, s in bucket:
                 top = max(longest, d)
                 full = self.max_batch_size is not None and len(batch) >= self.max_batch_size
-                if batch and (full or (len(batch) + 1) * top > self.max_batch_seconds):
+                full = full or (len(batch) + 1) * top > self.max_batch_seconds
+                if self.max_batch_seconds2 is not None:
+                    full = full or (len(batch) + 1) * top * top > self.max_batch_seconds2
+                if batch and full:
                     closed.append(batch)
                     batch, top = [], d
                 batch.append((d, s))
