@@ -13,6 +13,7 @@ import os
 import random
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    grad_accum: int = 1  # batches per process per optimiser step (loss normalised over all of them)
+    compile: bool = False  # torch.compile the encoder; the first step's time (compilation) is logged
     validate: bool = True  # validation loss and greedy WER at each epoch end
     progress: bool = True
 
@@ -119,6 +122,56 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
+# ---- distributed ----------------------------------------------------------------------
+
+
+def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) join the process group:
+    NCCL on CUDA, each process on the GPU of its LOCAL_RANK; gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _all_reduce(values: list[float], device: torch.device, op: str = "sum") -> list[float]:
+    """Sum (or min) of a few numbers over all ranks (float64 on the collective's device)."""
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def _batch_weight(batch: dict) -> float:
+    """A batch's share of a step's loss: its CTC target tokens, or its utterances without them."""
+    n = int(batch["target_lengths"].sum()) if "target_lengths" in batch else 0
+    return float(n if n > 0 else len(batch["ids"]))
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    """Per-rank RNG seed of a DDP step: ranks draw different dropout masks, and a resumed run
+    (on any number of ranks) draws what an uninterrupted one would at that step and rank."""
+    return (seed * 1_000_003 + rank * 7919 + step) % (2**63)
+
+
+class _NullWriter:
+    """TensorBoard writer of the ranks other than 0: only rank 0 writes logs."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 # ---- checkpoints ----------------------------------------------------------------------
 
 
@@ -175,6 +228,11 @@ class Trainer:
         self.cfg = cfg
         self.exp = Path(cfg.exp_dir)
         self.device = resolve_device(cfg.device)
+        self._owns_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not (
+            torch.distributed.is_available() and torch.distributed.is_initialized())
+        self.rank, self.world, self.device = init_distributed(self.device)
+        if cfg.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, not {cfg.grad_accum}")
         self.tokenizer = load_tokenizer(cfg.data.tokenizer)
         if cfg.model.ctc is not None:
             cfg.model.ctc.vocab_size = self.tokenizer.vocab_size
@@ -185,6 +243,18 @@ class Trainer:
 
             log_report(init_from_pretrained(self.model, cfg.init, cfg.init_kernel_resize), self.exp / "init.txt")
         self._encoder_frozen = False
+        if cfg.compile:
+            self.model.encoder.compile()  # in place: parameter names (checkpoints) unchanged
+        self.ddp = None
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # parameters without a gradient in a step: a frozen encoder, a head without labels
+            unused = cfg.optim.freeze_encoder_steps > 0 or bool(cfg.model.classifiers)
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
+                find_unused_parameters=unused,
+            )
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(param_groups(self.model, o), lr=o.lr, betas=tuple(o.betas))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(o, cfg.max_steps))
@@ -203,12 +273,15 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
+            "world_size": self.world,
             "rng": _rng_state(),
             "config": json.loads(json.dumps(_plain(self.cfg))),
         }
 
     def save(self) -> Path:
         path = self.exp / "ckpt" / f"step-{self.step:08d}.pt"
+        if self.rank != 0:  # ranks hold the same model and optimiser state: rank 0 writes
+            return path
         save_checkpoint(path, **self.state())
         for old in checkpoints(self.exp)[: -self.cfg.keep_checkpoints]:
             old.unlink()
@@ -225,6 +298,15 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self._rng_after_skip = state["rng"]
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.world and self.batch_in_epoch:
+            # a rank's batches depend on the number of ranks: skip the same share of the epoch
+            self.batch_in_epoch = math.ceil(self.batch_in_epoch * saved_world / self.world)
+            log.warning(
+                "checkpoint written by %d processes, resumed on %d: the rest of epoch %d is "
+                "approximate (%d batches per rank skipped); exact resume needs the same number",
+                saved_world, self.world, self.epoch, self.batch_in_epoch,
+            )
         log.info("resumed from %s: step %d, epoch %d, batch %d", ckpts[-1], self.step, self.epoch, self.batch_in_epoch)
         return True
 
@@ -233,7 +315,8 @@ class Trainer:
     def run(self) -> dict:
         cfg = self.cfg
         self.exp.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.exp / "config.yaml")
+        if self.rank == 0:
+            save_config(cfg, self.exp / "config.yaml")
         self._rng_after_skip = None
         resumed = self.resume()
         log.info(
@@ -242,9 +325,13 @@ class Trainer:
             cfg.model.encoder.freq_rows * cfg.model.encoder.frame_rate,
             self.device,
         )
+        if self.world > 1:
+            log.info("DDP: rank %d of %d, %d batches per process per step", self.rank, self.world, cfg.grad_accum)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(self.exp / "tensorboard"), purge_step=self.step if resumed else None)
+        self.writer = _NullWriter()
+        if self.rank == 0:
+            self.writer = SummaryWriter(str(self.exp / "tensorboard"), purge_step=self.step if resumed else None)
         featurizer = Featurizer(
             cfg.features, self.tokenizer, cfg.data.spec_augment, cfg.seed, cfg.data.max_duration,
             cfg.data.augment,
@@ -257,46 +344,80 @@ class Trainer:
                 self.batch_in_epoch = 0
                 self.save()
                 if cfg.validate and cfg.data.valid:
-                    summary = self.validate()
+                    summary = self._validate_on_rank0()
         if not checkpoints(self.exp) or checkpoints(self.exp)[-1].name != f"step-{self.step:08d}.pt":
             self.save()
         if cfg.validate and cfg.data.valid and summary.get("step") != self.step:
-            summary = self.validate()
+            summary = self._validate_on_rank0()
         self.writer.close()
         self._plot()
+        if self._owns_group:
+            torch.distributed.destroy_process_group()
+        return summary
+
+    def _validate_on_rank0(self) -> dict:
+        """Rank 0 validates on the whole set while the others wait: WER over all utterances."""
+        summary = self.validate() if self.rank == 0 else {}
+        if self.world > 1:
+            torch.distributed.barrier()
         return summary
 
     def _run_epoch(self, featurizer: Featurizer) -> bool:
-        """Train until the epoch's data or max_steps runs out; True if the epoch ended."""
+        """Train until the epoch's data or max_steps runs out; True if the epoch ended.
+
+        A step takes grad_accum batches per process. Ranks get unequal numbers of batches
+        (whole shards each), so under DDP every step all-reduces a "have my batches" flag and
+        the epoch ends for all ranks as soon as one runs out: no rank waits forever in a
+        collective, at the price of the other ranks' last few batches of the epoch (a different
+        few each epoch, as the shard order is reshuffled; docs/architecture.md)."""
         from tqdm import tqdm
 
         cfg = self.cfg
         loader = make_loader(cfg.data.train, featurizer, cfg.data, train=True, seed=cfg.seed, epoch=self.epoch)
         batches = iter(loader)
-        for _ in range(self.batch_in_epoch):  # data position of a resumed run
-            next(batches)
+        for _ in range(self.batch_in_epoch):  # data position of a resumed run (loader items)
+            next(batches, None)
         if self._rng_after_skip is not None:
             _set_rng_state(self._rng_after_skip)
             self._rng_after_skip = None
         self.model.train()
         bar = tqdm(
-            total=cfg.max_steps, initial=self.step, desc=f"epoch {self.epoch}", disable=not cfg.progress,
-            dynamic_ncols=True, leave=False,
+            total=cfg.max_steps, initial=self.step, desc=f"epoch {self.epoch}",
+            disable=not cfg.progress or self.rank != 0, dynamic_ncols=True, leave=False,
         )
-        t0, secs, losses = time.time(), 0.0, []
-        for batch in batches:
-            if batch is None:
-                continue
-            loss = self.train_step(batch)
+        t0, secs, losses, first = time.time(), 0.0, [], True
+        while True:
+            group, used = [], 0
+            for batch in batches:
+                used += 1
+                if batch is not None:
+                    group.append(batch)
+                    if len(group) == cfg.grad_accum:
+                        break
+            ready = len(group) == cfg.grad_accum
+            if self.world > 1:
+                ready = _all_reduce([float(ready)], self.device, "min")[0] == 1.0
+            if not ready:
+                break
+            self.batch_in_epoch += used
+            if self.world > 1:
+                torch.manual_seed(_step_seed(cfg.seed, self.rank, self.step))
+            t_step = time.time()
+            loss = self.train_step(group)
+            if first and cfg.compile:
+                log.info("step %d took %.1f s (torch.compile included)", self.step, time.time() - t_step)
+            first = False
             self.step += 1
-            self.batch_in_epoch += 1
-            secs += batch["seconds"]
+            secs += sum(b["seconds"] for b in group)
             losses.append(loss)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                 dt = time.time() - t0
-                self._log_train(sum(losses) / len(losses), secs / max(dt, 1e-9))
+                loss, rate = sum(losses) / len(losses), secs / max(dt, 1e-9)
+                if self.world > 1:  # mean loss over ranks, audio seconds per second of all ranks
+                    loss, rate = _all_reduce([loss / self.world, rate], self.device)
+                self._log_train(loss, rate)
                 t0, secs, losses = time.time(), 0.0, []
             if self.step % cfg.checkpoint_every == 0:
                 self.save()
@@ -306,27 +427,49 @@ class Trainer:
         bar.close()
         return True
 
-    def train_step(self, batch: dict) -> float:
+    def train_step(self, batch: dict | list[dict]) -> float:
+        """One optimiser step over a batch, or a list of batches (this rank's grad_accum ones).
+
+        Each batch's loss is weighted by its share of the step's CTC target tokens (utterances
+        for a batch without them) over all batches of all ranks: the gradient is that of one
+        loss normalised over the global batch however it is split over ranks and accumulation,
+        so 2 ranks x 1 batch equal 1 process accumulating the same 2 (tests/test_ddp.py).
+        One batch on one process gets weight exactly 1."""
         cfg = self.cfg
         frozen = self.step < cfg.optim.freeze_encoder_steps  # a function of the step: resumes exactly
         if frozen != self._encoder_frozen:  # no grad -> AdamW neither moves nor decays them
             self._encoder_frozen = frozen
             self.model.encoder.requires_grad_(not frozen)
             log.info("step %d: encoder %s", self.step, "frozen" if frozen else "unfrozen")
-        feats = batch["feats"].to(self.device, non_blocking=True)
-        lengths = batch["lengths"].to(self.device)
-        with _autocast(self.device, cfg.precision):
-            out = self.model(feats, lengths)
-        loss = CTCHead.loss(
-            out["log_probs"], out["lengths"], batch["targets"].to(self.device), batch["target_lengths"].to(self.device)
-        )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        group = batch if isinstance(batch, list) else [batch]
+        weights = [_batch_weight(b) for b in group]
+        total = sum(weights)
+        if self.world > 1:
+            total = _all_reduce([total], self.device)[0]
+        value = 0.0
+        for i, (b, w) in enumerate(zip(group, weights)):
+            sync = self.ddp is None or i == len(group) - 1  # DDP all-reduces at the last backward
+            with nullcontext() if sync else self.ddp.no_sync():
+                loss = self.batch_loss(b)
+                if loss is not None:
+                    (loss * (w * self.world / total)).backward()  # DDP divides by world size
+                    value += float(loss.detach()) * (w / sum(weights))
         if cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return float(loss.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        return value
+
+    def batch_loss(self, batch: dict) -> torch.Tensor | None:
+        """Loss of one batch, normalised within the batch; None if it has no target."""
+        feats = batch["feats"].to(self.device, non_blocking=True)
+        lengths = batch["lengths"].to(self.device)
+        with _autocast(self.device, self.cfg.precision):
+            out = (self.ddp if self.ddp is not None else self.model)(feats, lengths)
+        return CTCHead.loss(
+            out["log_probs"], out["lengths"], batch["targets"].to(self.device), batch["target_lengths"].to(self.device)
+        )
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -334,7 +477,7 @@ class Trainer:
 
         cfg = self.cfg
         featurizer = Featurizer(cfg.features, self.tokenizer, None, cfg.seed)
-        loader = make_loader(cfg.data.valid, featurizer, cfg.data, train=False, seed=cfg.seed)
+        loader = make_loader(cfg.data.valid, featurizer, cfg.data, train=False, seed=cfg.seed, rank=0, world_size=1)
         self.model.eval()
         refs, hyps, total, n_tok = {}, {}, 0.0, 0
         for batch in loader:
@@ -371,10 +514,14 @@ class Trainer:
         log.info("step %d epoch %d loss %.4f lr %.2e %.0fx real time", self.step, self.epoch, loss, lr, rtf)
 
     def _write_metrics(self, row: dict) -> None:
+        if self.rank != 0:
+            return
         with open(self.exp / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
 
     def _plot(self) -> None:
+        if self.rank != 0:
+            return
         from .plots import plot_curves
 
         if (self.exp / "metrics.jsonl").exists():
@@ -391,12 +538,12 @@ def setup_logging(exp_dir: str | Path | None = None) -> None:
     """Timestamped log lines on stderr and, for a run, in exp_dir/log.txt."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
     root = logging.getLogger()
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
         h = logging.StreamHandler()
         h.setFormatter(fmt)
         root.addHandler(h)
-    if exp_dir is not None:
+    if exp_dir is not None and os.environ.get("RANK", "0") == "0":  # rank 0 writes the log
         Path(exp_dir).mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(Path(exp_dir) / "log.txt")
         fh.setFormatter(fmt)
