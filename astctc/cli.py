@@ -89,11 +89,40 @@ def cmd_average(a: argparse.Namespace) -> None:
     print(average_checkpoints(a.exp, a.last, a.out))
 
 
+def _beam_config(a: argparse.Namespace):
+    from .decode import BeamConfig
+
+    return BeamConfig(beam_width=a.beam_width, alpha=a.alpha, beta=a.beta, beam_prune_logp=a.beam_prune_logp,
+                      token_min_logp=a.token_min_logp, prune_history=a.prune_history,
+                      hotwords=a.hotwords or [], hotword_weight=a.hotword_weight)
+
+
 def cmd_decode(a: argparse.Namespace) -> None:
     from .decode import decode_set
 
-    report = decode_set(a.model, a.data, a.out, device=a.device, batch_seconds=a.batch_seconds, plots=a.plots)
+    if a.method == "greedy" and (a.lm or a.tune):
+        raise ValueError("--lm and --tune need --method beam")
+    beam = {}
+    if a.method == "beam":
+        beam = dict(method="beam", lm=a.lm, beam=_beam_config(a), tune_weights=a.tune,
+                    alpha_grid=a.alpha_grid, beta_grid=a.beta_grid, num_workers=a.workers)
+    report = decode_set(a.model, a.data, a.out, device=a.device, batch_seconds=a.batch_seconds, plots=a.plots,
+                        **beam)
     print(report.summary())
+
+
+def cmd_lm(a: argparse.Namespace) -> None:
+    from .lm import LMConfig, import_arpa, train_lm
+
+    if bool(a.text) == bool(a.arpa):
+        raise ValueError("give either --text (files to train on) or --arpa (an existing ARPA LM)")
+    if a.arpa:
+        files = import_arpa(a.arpa, a.out, a.binary_type)
+    else:
+        cfg = LMConfig(order=a.order, prune=a.prune or [], discount_fallback=a.discount_fallback,
+                       memory=a.memory, binary_type=a.binary_type)
+        files = train_lm(a.text, a.out, cfg)
+    print(f"{files.model}: KenLM binary ({files.arpa}, words in {files.unigrams})")
 
 
 def cmd_score(a: argparse.Namespace) -> None:
@@ -106,12 +135,53 @@ def cmd_transcribe(a: argparse.Namespace) -> None:
     from .transcribe import Transcriber
 
     asr = Transcriber(a.model, a.device)
-    for f in a.files:
-        text = asr(f)
-        print(f"{f}\t{text}" if len(a.files) > 1 else text)
+    if a.lm is None and a.format == "text":
+        for f in a.files:
+            text = asr(f)
+            print(f"{f}\t{text}" if len(a.files) > 1 else text)
+        return
+    from .decode import BeamSearch, frame_seconds
+    from .words import format_transcripts, transcribe_words
+
+    search = None
+    if a.lm is not None:
+        search = BeamSearch(asr.tokenizer, a.lm, _beam_config(a), frame_seconds(asr.model, asr.features),
+                            num_workers=a.workers or os.cpu_count() or 1)
+    try:
+        hyps = transcribe_words(asr, a.files, search)
+    finally:
+        if search is not None:
+            search.close()
+    sys.stdout.write(format_transcripts(a.files, hyps, a.format))
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _beam_options(s: argparse.ArgumentParser) -> None:
+    """Beam search + LM options shared by decode and transcribe."""
+    from .decode import BeamConfig
+
+    d = BeamConfig()
+    s.add_argument("--lm", default=None, help="KenLM model (.bin/.arpa, or a directory with one) for beam search")
+    s.add_argument("--alpha", type=float, default=None, help="LM weight (default: tuned value beside the LM, else 0.5)")
+    s.add_argument("--beta", type=float, default=None, help="word bonus (default: tuned value, else 1.5)")
+    s.add_argument("--beam-width", type=int, default=d.beam_width)
+    s.add_argument("--beam-prune-logp", type=float, default=d.beam_prune_logp)
+    s.add_argument("--token-min-logp", type=float, default=d.token_min_logp)
+    s.add_argument("--prune-history", action="store_true", help="merge beams with equal LM context (faster)")
+    s.add_argument("--hotwords", nargs="+", default=None, help="words to favour (may be outside the LM)")
+    s.add_argument("--hotword-weight", type=float, default=d.hotword_weight)
+    s.add_argument("--workers", type=int, default=None, help="beam search processes (default: all cores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .decode import ALPHA_GRID, BETA_GRID
+
     p = argparse.ArgumentParser(prog="astctc", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
@@ -169,7 +239,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-seconds", type=float, default=200.0)
     s.add_argument("--plots", type=int, default=2, help="spectrogram+posterior plots to draw")
+    s.add_argument("--method", choices=["greedy", "beam"], default="greedy")
+    _beam_options(s)
+    s.add_argument("--tune", action="store_true",
+                   help="grid-search --alpha-grid x --beta-grid on this set and record the best pair beside the LM")
+    s.add_argument("--alpha-grid", type=_floats, default=ALPHA_GRID, metavar="A,B,...")
+    s.add_argument("--beta-grid", type=_floats, default=BETA_GRID, metavar="A,B,...")
     s.set_defaults(fn=cmd_decode)
+
+    s = sub.add_parser("lm", help="train a KenLM n-gram on text/manifests, or import an ARPA file")
+    s.add_argument("--text", nargs="+", help="text files (one sentence a line) or JSONL manifests")
+    s.add_argument("--arpa", help="an existing ARPA LM (.arpa or .arpa.gz), lower-cased on import")
+    s.add_argument("--out", default="data/lm", help="directory for {N}gram.arpa, .bin, .unigrams.txt")
+    s.add_argument("--order", type=int, default=4)
+    s.add_argument("--prune", type=int, nargs="+", metavar="N",
+                   help="lmplz count thresholds per order, e.g. 0 0 1 drops singleton 3-grams and up")
+    s.add_argument("--discount-fallback", action="store_true",
+                   help="lmplz --discount_fallback, for tiny or artificial corpora")
+    s.add_argument("--memory", default="10%", help="lmplz sorting memory (-S), e.g. 10%% or 2G")
+    s.add_argument("--binary-type", choices=["probing", "trie"], default="probing")
+    s.set_defaults(fn=cmd_lm)
 
     s = sub.add_parser("score", help="WER/CER of hypotheses against references")
     s.add_argument("--ref", required=True, help="trn, Kaldi text or manifest.jsonl")
@@ -181,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+")
     s.add_argument("--model", required=True)
     s.add_argument("--device", default="auto")
+    s.add_argument("--format", choices=["text", "json", "srt"], default="text",
+                   help="json and srt carry word start/end times")
+    _beam_options(s)
     s.set_defaults(fn=cmd_transcribe)
     return p
 
