@@ -81,6 +81,11 @@ def load_audio(src: Source, sr: int = SAMPLE_RATE, name: str | None = None) -> t
 
 def audio_duration(path: str | Path) -> float:
     """Duration in seconds from the file header, without decoding the samples."""
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"{path}: no such audio file")
+    if p.stat().st_size == 0:
+        raise AudioError(f"{path}: empty audio file (0 bytes)")
     try:
         info = sf.info(str(path))
     except Exception as e:
