@@ -33,3 +33,9 @@ $(VENV)/.installed: pyproject.toml
 
 clean:
 	rm -rf $(VENV) recipes/*/data recipes/*/exp
+
+# KenLM's lmplz and build_binary in $(VENV)/bin, compiled from the kenlm sdist on PyPI
+# (about 1.5 min on 2 cores, once; a second run does nothing). Beam-search LMs need them.
+.PHONY: lm-tools
+lm-tools: $(VENV)/.installed
+	bash lm/build_kenlm.sh --prefix "$(CURDIR)/$(VENV)"

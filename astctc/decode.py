@@ -42,8 +42,8 @@ def greedy_decode(log_probs: Tensor, lengths: Tensor, tokenizer: Tokenizer) -> l
 # ---- beam search with a KenLM n-gram ------------------------------------------------------
 
 DEFAULT_ALPHA, DEFAULT_BETA = 0.5, 1.5  # pyctcdecode's defaults; used until `--tune` records better
-ALPHA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-BETA_GRID = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
+ALPHA_GRID = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+BETA_GRID = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
 
 
 @dataclass
