@@ -244,7 +244,7 @@ class Trainer:
             log_report(init_from_pretrained(self.model, cfg.init, cfg.init_kernel_resize), self.exp / "init.txt")
         self._encoder_frozen = False
         if cfg.compile:
-            self.model.encoder.compile()  # in place: parameter names (checkpoints) unchanged
+            self.model.encoder.compile_blocks()  # in place: parameter names (checkpoints) unchanged
         self.ddp = None
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel

@@ -283,6 +283,14 @@ class ASTEncoder(nn.Module):
         if self.cfg.num_cls_tokens == 2:
             nn.init.trunc_normal_(emb.distillation_token, std=0.02)
 
+    def compile_blocks(self) -> None:
+        """torch.compile each transformer block in place (parameter names, hence checkpoints,
+        unchanged), with dynamic shapes since every batch has another shape. The glue (position
+        slicing, masks, packing) stays eager: compiling the whole forward failed in inductor on
+        dynamic shapes (torch 2.11). The packed path recompiles for each new batch size."""
+        for block in self.encoder.layer:
+            block.compile(dynamic=True)
+
     def forward(self, feats: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         """feats: (B, T, num_mel_bins) normalised fbank; lengths: (B,) valid frames."""
         cfg = self.cfg
