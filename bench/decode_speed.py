@@ -147,6 +147,9 @@ def main(argv=None) -> None:
     print(f"{'decoder':28s} {'cores':>5s} {'audio s / s':>12s} {'WER %':>7s} {'CER %':>7s}")
     for r in rows:
         print(f"{r['decoder']:28s} {r['cores']:5d} {r['x_real_time']:12.0f} {r['wer']:7.2f} {r['cer']:7.2f}")
+    beams = [k for k, (name, _, _) in enumerate(runs) if name != "greedy"]
+    same = all(texts[k] == texts[beams[0]] for k in beams)
+    print(f"beam decoders' transcripts identical: {'yes' if same else 'NO'}")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
 
