@@ -59,10 +59,33 @@ class CTCHead(nn.Module):
 
 @dataclass
 class ClassifierConfig:
-    num_classes: int = 2
+    num_classes: int = 0  # 0: len(classes) (from `classes` or `labels_file`)
     multi_label: bool = False  # sigmoid + BCE instead of softmax + CE
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # single-label only (CE's label_smoothing)
     classes: list[str] | None = None  # names, index = class id
+    labels_file: str | None = None  # one class name a line (written by a prepare step) -> classes
+    # cls: the [CLS] token(s), as AST; mean: the mean of the valid patch tokens, which needs no
+    # token to learn to gather the clip and trains faster from scratch on small data
+    pool: str = "cls"
+
+    def resolve(self, name: str = "classifier") -> "ClassifierConfig":
+        """Fill `classes` from `labels_file` and `num_classes` from `classes`; check they agree."""
+        if self.labels_file:
+            from pathlib import Path
+
+            listed = [l.strip() for l in Path(self.labels_file).read_text(encoding="utf-8").splitlines() if l.strip()]
+            if self.classes is not None and list(self.classes) != listed:
+                raise ValueError(f"head {name}: classes differ from {self.labels_file}")
+            self.classes = listed
+        if self.classes is not None:
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"head {name}: duplicate class names")
+            if self.num_classes and self.num_classes != len(self.classes):
+                raise ValueError(f"head {name}: num_classes {self.num_classes} but {len(self.classes)} classes listed")
+            self.num_classes = len(self.classes)
+        if self.num_classes < 1:
+            raise ValueError(f"head {name}: set num_classes, classes or labels_file")
+        return self
 
 
 class ClassificationHead(nn.Module):
@@ -70,16 +93,42 @@ class ClassificationHead(nn.Module):
 
     def __init__(self, cfg: ClassifierConfig, enc: EncoderConfig):
         super().__init__()
+        if cfg.num_classes < 1 and cfg.classes:
+            cfg.num_classes = len(cfg.classes)
+        if cfg.num_classes < 1:
+            raise ValueError("classification head needs num_classes >= 1 (or classes)")
+        if cfg.pool not in ("cls", "mean"):
+            raise ValueError(f"classifier pool must be cls or mean, not {cfg.pool!r}")
         self.cfg = cfg
         self.layernorm = nn.LayerNorm(enc.embed_dim, eps=enc.layer_norm_eps)
         self.dense = nn.Linear(enc.embed_dim, cfg.num_classes)
 
     def forward(self, out: EncoderOutput) -> Tensor:
-        return self.dense(self.layernorm(out.cls.mean(dim=1))).float()
+        if self.cfg.pool == "mean":
+            grid = out.grid()  # (B, F', T', D); columns past an utterance's length are padding
+            valid = torch.arange(grid.shape[2], device=grid.device)[None, :] < out.columns[:, None]
+            w = valid.to(grid.dtype)[:, None, :, None]
+            pooled = (grid * w).sum(dim=(1, 2)) / (w.sum(dim=(1, 2)) * grid.shape[1]).clamp(min=1)
+        else:
+            pooled = out.cls.mean(dim=1)
+        return self.dense(self.layernorm(pooled)).float()
 
-    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+    def loss(self, logits: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor | None:
+        """Mean loss over the samples that have a target (`mask`, default all).
+
+        `target`: class ids (B,), or (B, C) probabilities (one-hot, multi-hot, mixup-mixed).
+        Returns None when no sample has a target: the head then adds no loss and no gradient
+        (its parameters keep grad None, so AdamW neither moves nor decays them this step).
+        """
+        if mask is not None:
+            if not bool(mask.any()):
+                return None
+            if not bool(mask.all()):
+                logits, target = logits[mask], target[mask]
         if self.cfg.multi_label:
             return F.binary_cross_entropy_with_logits(logits, target.float())
+        if target.is_floating_point():
+            target = target.float()
         return F.cross_entropy(logits, target, label_smoothing=self.cfg.label_smoothing)
 
     def probabilities(self, logits: Tensor) -> Tensor:
