@@ -1,5 +1,9 @@
 """From shards to padded training batches: fbank, SpecAugment, targets, collation.
 
+Targets: the CTC target comes from the row's "text", classifier targets from its "labels"
+dict ({head: class name, or a list of names for a multi-label head}). A batch may carry either
+or both; each target that a sample lacks is masked out of its loss (see `collate`).
+
 The randomness of augmentation is drawn from (seed, epoch, utterance id) rather than from a
 global generator, so a batch is a pure function of the data position: that is what lets a killed
 run resume to exactly the parameters an uninterrupted run reaches.
@@ -22,8 +26,11 @@ from ..features import (
     spec_augment,
     speed_perturb,
 )
+from ..models.heads import ClassifierConfig
 from ..text import normalize
 from ..tokenizer import Tokenizer
+from .mixup import Mixup, MixupConfig
+from .sampling import BalanceConfig, BalancedShardDataset
 from .shards import BatchedShardDataset, ShardDataset
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,28 @@ class DataConfig:
     max_duration: float = 30.0  # longer utterances are dropped from training (counted)
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mixup: MixupConfig = field(default_factory=MixupConfig)  # classification targets only
+    balance: BalanceConfig = field(default_factory=BalanceConfig)  # class-balanced sampling
+
+
+def label_target(value, cfg: ClassifierConfig, head: str, utt: str) -> torch.Tensor:
+    """A row's label for one head -> float (C,) target: one-hot, or multi-hot if multi_label.
+
+    Names are looked up in cfg.classes; a head without class names takes class indices."""
+    names = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not cfg.multi_label and len(names) != 1:
+        raise ValueError(f"utterance {utt}: head {head} is single-label but has labels {names}")
+    target = torch.zeros(cfg.num_classes)
+    for v in names:
+        if cfg.classes is not None:
+            if v not in cfg.classes:
+                raise ValueError(f"utterance {utt}: label {v!r} is not a class of head {head}")
+            target[cfg.classes.index(v)] = 1.0
+        elif isinstance(v, int) and 0 <= v < cfg.num_classes:
+            target[v] = 1.0
+        else:
+            raise ValueError(f"utterance {utt}: label {v!r} is not a class index of head {head}")
+    return target
 
 
 class Featurizer:
@@ -56,6 +85,7 @@ class Featurizer:
         seed: int = 0,
         max_duration: float | None = None,
         perturb: AugmentConfig | None = None,
+        heads: dict[str, ClassifierConfig] | None = None,
     ):
         self.features = features
         self.tokenizer = tokenizer
@@ -64,41 +94,70 @@ class Featurizer:
         self.seed = seed
         self.epoch = 0
         self.max_duration = max_duration
+        self.heads = heads or {}
+        self.keep_wav = False  # waveform-level mixup needs the audio in the item
+
+    def labels(self, sample: dict) -> dict[str, torch.Tensor]:
+        """{head: target} for the heads this sample has a label for."""
+        given = sample.get("labels") or {}
+        return {
+            h: label_target(given[h], cfg, h, sample["id"])
+            for h, cfg in self.heads.items()
+            if given.get(h) is not None
+        }
 
     def __call__(self, sample: dict) -> dict | None:
         wav = sample["wav"]
         if self.max_duration and wav.numel() / self.features.sample_rate > self.max_duration:
             return None
-        text = sample.get("text", "")
-        if self.tokenizer is not None and not normalize(text):
-            log.warning("utterance %s has an empty transcript; skipped", sample["id"])
+        text = sample.get("text", "") or ""
+        has_text = self.tokenizer is not None and bool(normalize(text))
+        labels = self.labels(sample)
+        if (self.tokenizer is not None or self.heads) and not has_text and not labels:
+            what = "an empty transcript" if not self.heads else "no transcript and no label"
+            log.warning("utterance %s has %s; skipped", sample["id"], what)
             return None
         g = None
         if self.augment is not None or self.perturb is not None:
-            key = f"{self.seed}/{self.epoch}/{sample['id']}".encode()
-            g = torch.Generator().manual_seed(zlib.crc32(key))
+            key = f"{self.seed}/{self.epoch}/{sample['id']}"
+            if sample.get("repeat"):  # a copy from balanced sampling: augmented differently
+                key += f"/{sample['repeat']}"
+            g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
         if self.perturb is not None and len(self.perturb.speeds) > 1:
             speeds = self.perturb.speeds
             wav = speed_perturb(wav, speeds[int(torch.randint(len(speeds), (1,), generator=g))])
+        item = {
+            "id": sample["id"],
+            "feats": self.features_of(wav, g),
+            "text": text,
+            "duration": wav.numel() / self.features.sample_rate,
+        }
+        if self.tokenizer is not None:
+            ids = self.tokenizer.encode(normalize(text)) if has_text else []
+            item["targets"] = torch.tensor(ids, dtype=torch.long)
+        if self.heads:
+            item["labels"] = labels
+        if self.keep_wav:
+            item["wav"] = wav
+        return item
+
+    def features_of(self, wav: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        """fbank, then the feature-level augmentations (mel warp, SpecAugment) drawn from g."""
         feats = fbank(wav, self.features)
         if self.perturb is not None and self.perturb.freq_warp > 0:
             w = self.perturb.freq_warp
             feats = freq_warp(feats, 1 + (2 * float(torch.rand(1, generator=g)) - 1) * w)
         if self.augment is not None and self.augment.enabled:
             feats = spec_augment(feats, self.augment, g)
-        item = {
-            "id": sample["id"],
-            "feats": feats,
-            "text": sample.get("text", ""),
-            "duration": wav.numel() / self.features.sample_rate,
-        }
-        if self.tokenizer is not None:
-            item["targets"] = torch.tensor(self.tokenizer.encode(normalize(item["text"])), dtype=torch.long)
-        return item
+        return feats
 
 
 def collate(items: list[dict]) -> dict:
-    """Pad features with zeros (the normalised mean) and concatenate CTC targets."""
+    """Pad features with zeros (the normalised mean) and concatenate CTC targets.
+
+    CTC: an item without a transcript has target length 0 (the loss skips it). Classifiers:
+    batch["labels"][head] is (B, C) float, batch["label_mask"][head] (B,) says which items
+    have a target for the head (the others' rows are zeros and take no part in its loss)."""
     items = [it for it in items if it is not None]
     B = len(items)
     T = max(it["feats"].shape[0] for it in items)
@@ -116,12 +175,23 @@ def collate(items: list[dict]) -> dict:
     if "targets" in items[0]:
         batch["targets"] = torch.cat([it["targets"] for it in items])
         batch["target_lengths"] = torch.tensor([len(it["targets"]) for it in items])
+    if any("labels" in it for it in items):
+        width = {h: t.numel() for it in items for h, t in it.get("labels", {}).items()}
+        batch["labels"], batch["label_mask"] = {}, {}
+        for h in sorted(width):
+            have = [h in it.get("labels", {}) for it in items]
+            batch["labels"][h] = torch.stack(
+                [it["labels"][h].float() if ok else torch.zeros(width[h]) for it, ok in zip(items, have)]
+            )
+            batch["label_mask"][h] = torch.tensor(have)
     return batch
 
 
-def _drop_none(collate_fn):
+def _drop_none(collate_fn, transform=None):
     def fn(items):
         items = [it for it in items if it is not None]
+        if items and transform is not None:
+            items = transform(items)
         return collate_fn(items) if items else None
 
     return fn
@@ -139,12 +209,15 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader over duration-bucketed dynamic batches of `shards` for one epoch."""
     featurizer.epoch = epoch
-    source = ShardDataset(
-        shards, shuffle=train, seed=seed, rank=rank, world_size=world_size, transform=featurizer
-    )
+    kwargs = dict(shuffle=train, seed=seed, rank=rank, world_size=world_size, transform=featurizer)
+    if train and cfg.balance.head:
+        source = BalancedShardDataset(shards, cfg.balance, **kwargs)
+    else:
+        source = ShardDataset(shards, **kwargs)
+    mixup = Mixup(cfg.mixup, featurizer) if train and cfg.mixup.prob > 0 else None
     batched = BatchedShardDataset(
         source,
-        collate=_drop_none(collate),
+        collate=_drop_none(collate, mixup),
         max_batch_seconds=cfg.max_batch_seconds,
         max_batch_size=cfg.max_batch_size,
         max_batch_seconds2=cfg.max_batch_seconds2,
