@@ -24,12 +24,13 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path:
     ax.set(xlabel="step", ylabel="CTC loss / token", title="loss", yscale="log")
     ax.legend()
     ax = axes[1]
-    for key in ("wer", "cer"):
+    heads = sorted({k for r in valid for k in r if k.startswith(("acc_", "map_"))})  # classifiers
+    for key in ("wer", "cer", *heads):
         pts = [(r["step"], r[key]) for r in valid if r.get(key) is not None]
         if pts:
             ax.plot(*zip(*pts), "o-", label=key.upper())
-    ax.set(xlabel="step", ylabel="%", title="validation error rate")
-    if valid:
+    ax.set(xlabel="step", ylabel="%", title="validation error rate" + (" / accuracy, mAP" if heads else ""))
+    if ax.get_legend_handles_labels()[0]:
         ax.legend()
     ax = axes[2]
     ax.plot([r["step"] for r in train], [r["lr"] for r in train], lw=1)
@@ -56,6 +57,33 @@ def plot_posteriors(feats, log_probs, labels: list[str], title: str, out_png: st
     a2.plot(probs[:, 0], color="0.7", lw=0.8, ls="--", label="blank")
     a2.set(xlim=(0, probs.shape[0] - 1), ylim=(0, 1.05), xlabel="output frame", ylabel="posterior")
     a2.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return Path(out_png)
+
+
+def plot_confusion(matrix, classes: list[str], title: str, out_png: str | Path) -> Path:
+    """Confusion matrix as an image (rows: reference, columns: hypothesis), row-normalised
+    colours so rare classes show their errors, counts written in when there is room."""
+    import numpy as np
+
+    m = np.asarray(matrix)
+    n = len(classes)
+    rows = m / np.maximum(m.sum(1, keepdims=True), 1)
+    size = min(4 + 0.35 * n, 24)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if m[i, j]:
+                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if rows[i, j] > 0.5 else "black")
+    ticks = range(n)
+    ax.set_xticks(ticks, classes if n <= 60 else [""] * n, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, classes if n <= 60 else [""] * n, fontsize=7)
+    ax.set(xlabel="hypothesis", ylabel="reference", title=title)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)

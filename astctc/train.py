@@ -53,6 +53,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     init: str | None = None  # pretrained weights: hf://<repo id> or a directory (models/pretrained.py)
     init_kernel_resize: str = "pi"  # patch kernel of another size: pi (FlexiViT PI-resize) | bilinear
+    loss_weights: dict[str, float] = field(default_factory=dict)  # {"ctc" | head name: weight}, default 1
     max_steps: int = 10000
     max_epochs: int | None = None
     checkpoint_every: int = 1000  # steps; a checkpoint is also written at every epoch end
@@ -233,9 +234,15 @@ class Trainer:
         self.rank, self.world, self.device = init_distributed(self.device)
         if cfg.grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1, not {cfg.grad_accum}")
-        self.tokenizer = load_tokenizer(cfg.data.tokenizer)
+        self.tokenizer = load_tokenizer(cfg.data.tokenizer) if cfg.model.ctc is not None else None
         if cfg.model.ctc is not None:
             cfg.model.ctc.vocab_size = self.tokenizer.vocab_size
+        for name, head in cfg.model.classifiers.items():  # classes from labels files, counts
+            head.resolve(name)
+        heads = {"ctc"} if cfg.model.ctc is not None else set()
+        unknown = set(cfg.loss_weights) - heads - set(cfg.model.classifiers)
+        if unknown:
+            raise ValueError(f"loss_weights names no head of the model: {sorted(unknown)}")
         torch.manual_seed(cfg.seed)
         self.model = ASTModel(cfg.model).to(self.device)
         if cfg.init and not checkpoints(self.exp):  # a resumed run gets its weights from the checkpoint
@@ -334,7 +341,7 @@ class Trainer:
             self.writer = SummaryWriter(str(self.exp / "tensorboard"), purge_step=self.step if resumed else None)
         featurizer = Featurizer(
             cfg.features, self.tokenizer, cfg.data.spec_augment, cfg.seed, cfg.data.max_duration,
-            cfg.data.augment,
+            cfg.data.augment, heads=cfg.model.classifiers,
         )
         summary = {}
         while self.step < cfg.max_steps and (cfg.max_epochs is None or self.epoch < cfg.max_epochs):
@@ -467,39 +474,91 @@ class Trainer:
         lengths = batch["lengths"].to(self.device)
         with _autocast(self.device, self.cfg.precision):
             out = (self.ddp if self.ddp is not None else self.model)(feats, lengths)
-        return CTCHead.loss(
-            out["log_probs"], out["lengths"], batch["targets"].to(self.device), batch["target_lengths"].to(self.device)
-        )
+        parts = self.losses(out, batch)
+        if not parts:  # cannot happen with the Featurizer (it drops samples without any target)
+            return None
+        return sum(self.loss_weight(name) * part for name, part in parts.items())
+
+    def loss_weight(self, name: str) -> float:
+        return self.cfg.loss_weights.get(name, 1.0)
+
+    def losses(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
+        """Loss of each head over the samples that have its target: "ctc" over those with a
+        transcript (per target token), a classifier over those with its label (mean). A head
+        with no target in the batch is absent: it adds no loss and no gradient."""
+        core = getattr(self.model, "module", self.model)  # under a DDP wrapper
+        parts: dict[str, torch.Tensor] = {}
+        if core.ctc is not None and "target_lengths" in batch:
+            targets = batch["targets"].to(self.device)
+            tl = batch["target_lengths"].to(self.device)
+            has = tl > 0
+            if bool(has.all()):
+                parts["ctc"] = CTCHead.loss(out["log_probs"], out["lengths"], targets, tl)
+            elif bool(has.any()):  # targets holds only the transcribed samples' tokens already
+                parts["ctc"] = CTCHead.loss(out["log_probs"][has], out["lengths"][has], targets, tl[has])
+        for name, head in core.classifiers.items():
+            if name in batch.get("labels", {}):
+                mask = batch["label_mask"][name].to(self.device)
+                part = head.loss(out[name], batch["labels"][name].to(self.device), mask)
+                if part is not None:
+                    parts[name] = part
+        return parts
 
     @torch.no_grad()
     def validate(self) -> dict:
+        """Loss per head and in total; WER/CER of greedy CTC decoding on the transcribed samples;
+        accuracy (single-label) or mAP (multi-label) of each classifier on its labelled ones."""
+        from .classify import accuracy, mean_average_precision
         from .metrics import score
 
         cfg = self.cfg
-        featurizer = Featurizer(cfg.features, self.tokenizer, None, cfg.seed)
+        core = getattr(self.model, "module", self.model)
+        featurizer = Featurizer(cfg.features, self.tokenizer, None, cfg.seed, heads=cfg.model.classifiers)
         loader = make_loader(cfg.data.valid, featurizer, cfg.data, train=False, seed=cfg.seed, rank=0, world_size=1)
         self.model.eval()
-        refs, hyps, total, n_tok = {}, {}, 0.0, 0
+        refs, hyps, sums = {}, {}, {}
+        scored: dict[str, tuple[list, list]] = {h: ([], []) for h in core.classifiers}
         for batch in loader:
             if batch is None:
                 continue
             with _autocast(self.device, cfg.precision):
                 out = self.model(batch["feats"].to(self.device), batch["lengths"].to(self.device))
-            tl = batch["target_lengths"]
-            total += float(CTCHead.loss(out["log_probs"], out["lengths"], batch["targets"].to(self.device), tl.to(self.device))) * int(tl.sum())
-            n_tok += int(tl.sum())
-            for i, h in zip(batch["ids"], greedy_decode(out["log_probs"], out["lengths"], self.tokenizer)):
-                hyps[i] = h
-            refs.update(zip(batch["ids"], batch["texts"]))
+            for name, part in self.losses(out, batch).items():
+                n = int(batch["target_lengths"].sum()) if name == "ctc" else int(batch["label_mask"][name].sum())
+                total, count = sums.get(name, (0.0, 0))
+                sums[name] = (total + float(part) * n, count + n)
+            if core.ctc is not None:
+                texts = greedy_decode(out["log_probs"], out["lengths"], self.tokenizer)
+                for i, h, ref, n in zip(batch["ids"], texts, batch["texts"], batch["target_lengths"].tolist()):
+                    if n > 0:
+                        hyps[i], refs[i] = h, ref
+            for name, mask in batch.get("label_mask", {}).items():
+                scored[name][0].append(batch["labels"][name][mask])
+                scored[name][1].append(out[name][mask.to(out[name].device)].float().cpu())
         self.model.train()
-        report = score(refs, hyps)
-        row = {"split": "valid", "step": self.step, "epoch": self.epoch, "loss": total / max(n_tok, 1),
-               "wer": report.wer, "cer": report.cer}
+        mean = {name: total / max(count, 1) for name, (total, count) in sums.items()}
+        row = {"split": "valid", "step": self.step, "epoch": self.epoch,
+               "loss": sum(self.loss_weight(n) * v for n, v in mean.items())}
+        if refs:
+            report = score(refs, hyps)
+            row["wer"], row["cer"] = report.wer, report.cer
+        if len(mean) > 1 or core.ctc is None:
+            row.update({f"loss_{n}": v for n, v in mean.items()})
+        for name, (targets, logits) in scored.items():
+            if not targets:
+                continue
+            y, z = torch.cat(targets), torch.cat(logits)
+            if core.classifiers[name].cfg.multi_label:
+                row[f"map_{name}"] = 100 * mean_average_precision(y.numpy(), torch.sigmoid(z).numpy())
+            else:
+                row[f"acc_{name}"] = 100 * accuracy(y.argmax(1).numpy(), z.argmax(1).numpy())
         self._write_metrics(row)
-        log.info("valid epoch %d step %d: loss %.4f WER %.2f%% CER %.2f%%", self.epoch, self.step,
-                 row["loss"], row["wer"], row["cer"])
-        for k in ("loss", "wer", "cer"):
-            self.writer.add_scalar(f"valid/{k}", row[k], self.step)
+        figures = " ".join(f"{k} {v:.4f}" if k.startswith("loss") else f"{k.upper()} {v:.2f}%"
+                           for k, v in row.items() if k not in ("split", "step", "epoch"))
+        log.info("valid epoch %d step %d: %s", self.epoch, self.step, figures)
+        for k, v in row.items():
+            if k not in ("split", "step", "epoch"):
+                self.writer.add_scalar(f"valid/{k}", v, self.step)
         self._plot()
         return row
 
@@ -582,7 +641,7 @@ def average_checkpoints(exp_dir: str | Path, last: int = 5, out_dir: str | Path 
     sd = {k: v.to(model.state_dict()[k].dtype) for k, v in avg.items()}
     model.load_state_dict(sd)
     out = Path(out_dir) if out_dir else exp / "model"
-    model.save(out, cfg.features, load_tokenizer(cfg.data.tokenizer))
+    model.save(out, cfg.features, load_tokenizer(cfg.data.tokenizer) if cfg.model.ctc is not None else None)
     (out / "averaged.txt").write_text("\n".join(str(p) for p in ckpts) + "\n")
     log.info("averaged %d checkpoints (%s .. %s) -> %s", len(ckpts), ckpts[0].name, ckpts[-1].name, out)
     return out
