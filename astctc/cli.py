@@ -155,6 +155,65 @@ def cmd_transcribe(a: argparse.Namespace) -> None:
     sys.stdout.write(format_transcripts(a.files, hyps, a.format))
 
 
+def cmd_classify(a: argparse.Namespace) -> None:
+    from .classify import Classifier
+
+    clf = Classifier(a.model, a.head, a.device)
+    for f, top in zip(a.files, clf(list(a.files), top_k=a.top_k)):
+        for rank, (name, p) in enumerate(top, 1):
+            print(f"{f}\t{rank}\t{name}\t{p:.4f}" if len(a.files) > 1 else f"{rank}\t{name}\t{p:.4f}")
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from .classify import evaluate_set, summary
+
+    print(summary(evaluate_set(a.model, a.data, a.out, a.head, a.device, a.batch_seconds)))
+
+
+def cmd_labels(a: argparse.Namespace) -> None:
+    from .data.labels import label_manifests
+
+    classes = label_manifests(a.manifest, a.head, a.from_field, a.labels_file)
+    print(f"{a.head}: {len(classes)} classes" + (f" -> {a.labels_file}" if a.labels_file else ""))
+
+
+def cmd_fsdd(a: argparse.Namespace) -> None:
+    from .data.fsdd import prepare_fsdd
+
+    print(json.dumps(prepare_fsdd(a.src, a.out, a.test_speakers.split(","), a.dev_takes)))
+
+
+def cmd_speechcommands(a: argparse.Namespace) -> None:
+    from .data import speechcommands as sc
+
+    if a.action == "download":
+        test_url = sc.TEST_URL if a.test_url is None else a.test_url or None
+        dirs = sc.download_speechcommands(a.out, a.url or sc.TRAIN_URL, test_url)
+        print(json.dumps({k: str(v) for k, v in dirs.items()}))
+    else:
+        print(json.dumps(sc.prepare_speechcommands(a.src, a.out, a.classes, a.test_src, a.dev_percent,
+                                                   a.test_percent)))
+
+
+def cmd_esc50(a: argparse.Namespace) -> None:
+    from .data import esc50
+
+    if a.action == "download":
+        print(esc50.download_esc50(a.out, a.url or esc50.URL))
+    elif a.action == "prepare":
+        print(json.dumps(esc50.prepare_esc50(a.src, a.out)))
+    else:
+        print("\n".join(str(d) for d in esc50.make_cv_splits(a.data)))
+
+
+def _yes_no(v: str) -> bool:
+    if v.lower() in ("true", "yes", "1"):
+        return True
+    if v.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {v!r}")
+
+
 def _floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
@@ -274,6 +333,66 @@ def build_parser() -> argparse.ArgumentParser:
                    help="json and srt carry word start/end times")
     _beam_options(s)
     s.set_defaults(fn=cmd_transcribe)
+
+    s = sub.add_parser("classify", help="print the top classes of audio files (a classification head)")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--model", required=True)
+    s.add_argument("--head", default=None, help="classifier head (needed when the model has several)")
+    s.add_argument("--top-k", type=int, default=5)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_classify)
+
+    s = sub.add_parser("evaluate", help="accuracy, macro-F1, confusion matrix / mAP of classifier heads")
+    s.add_argument("--model", required=True)
+    s.add_argument("--data", required=True, help="shard directory")
+    s.add_argument("--out", required=True)
+    s.add_argument("--head", default=None, help="one head (default: all)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-seconds", type=float, default=200.0)
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("labels", help="labels of a classifier head in manifests, and its class list")
+    s.add_argument("--manifest", required=True, nargs="+", help="manifests, rewritten in place")
+    s.add_argument("--head", required=True)
+    s.add_argument("--from-field", default=None, help="copy this row field into labels[head] (e.g. language)")
+    s.add_argument("--labels-file", default=None, help="write the head's sorted class names here")
+    s.set_defaults(fn=cmd_labels)
+
+    s = sub.add_parser("fsdd", help="Free Spoken Digit Dataset: prepare joint digit/CTC manifests")
+    fs = s.add_subparsers(dest="action", required=True)
+    t = fs.add_parser("prepare", help="recordings -> {train,dev,test}/manifest.jsonl + labels/digit.txt")
+    t.add_argument("--src", required=True, help="the recordings/ directory")
+    t.add_argument("--out", required=True)
+    t.add_argument("--test-speakers", default="theo", help="comma-separated, held out for test")
+    t.add_argument("--dev-takes", type=int, default=3, help="takes 0..N-1 of training speakers -> dev")
+    s.set_defaults(fn=cmd_fsdd)
+
+    s = sub.add_parser("speechcommands", help="Speech Commands v0.02: download, prepare 12/35 classes")
+    ss = s.add_subparsers(dest="action", required=True)
+    t = ss.add_parser("download", help="fetch and unpack the training and test archives")
+    t.add_argument("--out", required=True)
+    t.add_argument("--url", default=None, help="training archive (default: the public one)")
+    t.add_argument("--test-url", default=None, help="12-class test archive (default: the public one; '' skips)")
+    t = ss.add_parser("prepare", help="folder-per-class tree -> {train,dev,test}/manifest.jsonl")
+    t.add_argument("--src", required=True, help="unpacked training archive, or any folder-per-class tree")
+    t.add_argument("--test-src", default=None, help="unpacked 12-class test archive (replaces test)")
+    t.add_argument("--out", required=True)
+    t.add_argument("--classes", type=int, choices=[12, 35], default=12)
+    t.add_argument("--dev-percent", type=float, default=10.0, help="speaker-hash split (no lists)")
+    t.add_argument("--test-percent", type=float, default=10.0)
+    s.set_defaults(fn=cmd_speechcommands)
+
+    s = sub.add_parser("esc50", help="ESC-50: download, prepare the five folds, cross-validation splits")
+    es = s.add_subparsers(dest="action", required=True)
+    t = es.add_parser("download", help="fetch and unpack the archive")
+    t.add_argument("--out", required=True)
+    t.add_argument("--url", default=None, help="archive (default: the public master.zip)")
+    t = es.add_parser("prepare", help="meta/esc50.csv -> fold{1..5}/manifest.jsonl + labels/category.txt")
+    t.add_argument("--src", required=True, help="the unpacked archive (ESC-50-master/ or its parent)")
+    t.add_argument("--out", required=True)
+    t = es.add_parser("cv", help="cv{k}/train/index.json over the other folds' shards")
+    t.add_argument("--data", required=True, help="directory holding fold{1..5}/shards")
+    s.set_defaults(fn=cmd_esc50)
     return p
 
 

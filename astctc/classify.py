@@ -1,0 +1,246 @@
+"""Audio clips to class labels with a model's classification heads, and their scores on a set.
+
+    >>> from astctc.classify import Classifier
+    >>> clf = Classifier("exp/fsdd/model", head="digit")
+    >>> clf(["a.wav", "b.wav"], top_k=3)
+    [[('seven', 0.98), ('one', 0.01), ('nine', 0.004)], [...]]
+
+Clips longer than the position table are cut into windows whose probabilities are averaged.
+Scores: accuracy, macro-F1 and a confusion matrix for single-label heads, mAP for multi-label.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .audio import load_audio
+from .features import fbank
+
+# ---- metrics --------------------------------------------------------------------------------
+
+
+def accuracy(ref: np.ndarray, hyp: np.ndarray) -> float:
+    """Fraction of class ids that agree."""
+    ref, hyp = np.asarray(ref), np.asarray(hyp)
+    return float((ref == hyp).mean()) if ref.size else 0.0
+
+
+def confusion_matrix(ref: np.ndarray, hyp: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts, row = reference class, column = hypothesis."""
+    m = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(m, (np.asarray(ref), np.asarray(hyp)), 1)
+    return m
+
+
+def macro_f1(ref: np.ndarray, hyp: np.ndarray, num_classes: int) -> float:
+    """Mean F1 over the classes that occur in ref or hyp (scikit-learn's average="macro")."""
+    m = confusion_matrix(ref, hyp, num_classes)
+    tp = np.diag(m).astype(float)
+    present = (m.sum(0) + m.sum(1)) > 0
+    denom = m.sum(0) + m.sum(1)  # 2tp + fp + fn
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the step precision-recall curve, ties grouped: scikit-learn's definition,
+    sum_k (R_k - R_(k-1)) P_k over the distinct score thresholds."""
+    y, score = np.asarray(y, dtype=float), np.asarray(score, dtype=float)
+    order = np.argsort(-score, kind="mergesort")
+    y, score = y[order], score[order]
+    last = np.r_[np.flatnonzero(np.diff(score)), score.size - 1]  # last index of each threshold
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    if tp[-1] == 0:
+        return 0.0
+    precision = tp / (tp + fp)
+    recall = tp / tp[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def mean_average_precision(targets: np.ndarray, scores: np.ndarray) -> float:
+    """Macro mAP of (N, C) multi-hot targets and scores, over the classes with a positive.
+
+    (scikit-learn counts a class without positives as AP 0; we leave it out, since no ranking
+    can do better there.)"""
+    targets = np.asarray(targets) > 0.5
+    aps = [average_precision(targets[:, c], scores[:, c]) for c in range(targets.shape[1]) if targets[:, c].any()]
+    return float(np.mean(aps)) if aps else 0.0
+
+
+# ---- inference ------------------------------------------------------------------------------
+
+
+class Classifier:
+    """Class probabilities for audio files or waveforms from one head of a model directory."""
+
+    def __init__(self, model_dir: str | Path, head: str | None = None, device: str = "auto",
+                 batch_seconds: float = 120.0):
+        from .models.model import load_model
+        from .train import resolve_device
+
+        self.device = resolve_device(device)
+        loaded = load_model(model_dir, self.device)
+        self.model, self.features = loaded.model, loaded.features
+        names = list(self.model.classifiers)
+        if not names:
+            raise ValueError(f"{model_dir}: model has no classification head")
+        if head is None:
+            if len(names) > 1:
+                raise ValueError(f"{model_dir}: model has heads {', '.join(names)}; choose one (--head)")
+            head = names[0]
+        if head not in names:
+            raise ValueError(f"{model_dir}: no head {head!r} (it has {', '.join(names)})")
+        self.head = head
+        cfg = self.model.classifiers[head].cfg
+        self.classes = list(cfg.classes) if cfg.classes else [str(i) for i in range(cfg.num_classes)]
+        self.multi_label = cfg.multi_label
+        self.window = self.model.cfg.encoder.max_frames
+        self.batch_seconds = batch_seconds
+
+    @torch.no_grad()
+    def probabilities(self, audio: Sequence) -> torch.Tensor:
+        """(N, C) probabilities (softmax, or sigmoid for multi-label); windows averaged."""
+        windows, owner = [], []
+        for n, a in enumerate(audio):
+            wav = a if isinstance(a, torch.Tensor) else load_audio(a)
+            feats = fbank(wav, self.features)
+            for i in range(0, feats.shape[0], self.window):
+                windows.append(feats[i : i + self.window])
+                owner.append(n)
+        order = sorted(range(len(windows)), key=lambda i: windows[i].shape[0])
+        probs = torch.zeros(len(windows), len(self.classes))
+        head = self.model.classifiers[self.head]
+        i = 0
+        while i < len(order):
+            j = i + 1
+            while j < len(order) and (j + 1 - i) * windows[order[j]].shape[0] / 100 <= self.batch_seconds:
+                j += 1
+            idx = order[i:j]
+            x = torch.zeros(len(idx), windows[idx[-1]].shape[0], windows[idx[0]].shape[1])
+            for b, k in enumerate(idx):
+                x[b, : windows[k].shape[0]] = windows[k]
+            lengths = torch.tensor([windows[k].shape[0] for k in idx])
+            logits = self.model(x.to(self.device), lengths.to(self.device))[self.head]
+            probs[idx] = head.probabilities(logits).float().cpu()
+            i = j
+        owner_t = torch.tensor(owner)
+        out = torch.zeros(len(audio), len(self.classes))
+        out.index_add_(0, owner_t, probs)
+        return out / torch.bincount(owner_t, minlength=len(audio)).clamp(min=1)[:, None]
+
+    def __call__(self, audio, top_k: int = 5):
+        """[(class, probability)] best first, top_k of them, per clip (one list for one clip)."""
+        single = not isinstance(audio, (list, tuple))
+        probs = self.probabilities([audio] if single else list(audio))
+        k = min(top_k, len(self.classes))
+        top = probs.topk(k, dim=1)
+        result = [[(self.classes[c], float(p)) for p, c in zip(ps, cs)] for ps, cs in zip(top.values, top.indices)]
+        return result[0] if single else result
+
+
+def classify(files: Sequence, model_dir: str | Path, head: str | None = None, top_k: int = 5,
+             device: str = "auto") -> list[list[tuple[str, float]]]:
+    """One-call API: the top_k classes of each file."""
+    return Classifier(model_dir, head, device)(list(files), top_k=top_k)
+
+
+# ---- evaluation on a shard set --------------------------------------------------------------
+
+
+def _confusion_text(m: np.ndarray, classes: list[str]) -> str:
+    w = max(5, max(len(c) for c in classes) + 1)
+    cw = max(5, len(str(m.max())) + 1)
+    head = " " * w + "".join(f"{i:>{cw}}" for i in range(len(classes)))
+    lines = ["confusion matrix (rows: reference, columns: hypothesis, numbered as the rows)", head]
+    for i, c in enumerate(classes):
+        lines.append(f"{c:<{w - 4}}{i:>3} " + "".join(f"{v:>{cw}}" for v in m[i]))
+    return "\n".join(lines)
+
+
+def evaluate_set(model_dir: str | Path, shards: str, out_dir: str | Path, head: str | None = None,
+                 device: str = "auto", batch_seconds: float = 200.0) -> dict:
+    """Score the classification heads of a model on the labelled samples of a shard set.
+
+    Writes to out_dir: scores.json (every head), and per head <head>.txt (summary, per-class
+    figures, confusion matrix for single-label heads), <head>_confusion.png and
+    <head>_per_utt.tsv (id, reference, hypothesis, its probability; errors first)."""
+    from .data.pipeline import DataConfig, Featurizer, make_loader
+    from .models.model import load_model
+    from .plots import plot_confusion
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    loaded = load_model(model_dir, dev)
+    model = loaded.model
+    heads = {h: m.cfg for h, m in model.classifiers.items() if head is None or h == head}
+    if not heads:
+        raise ValueError(f"{model_dir}: " + (f"no head {head!r}" if head else "model has no classification head"))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    loader = make_loader(shards, Featurizer(loaded.features, None, heads=heads),
+                         DataConfig(max_batch_seconds=batch_seconds, num_workers=0), train=False)
+    ids = {h: [] for h in heads}
+    targets, probs = {h: [] for h in heads}, {h: [] for h in heads}
+    with torch.no_grad():
+        for batch in loader:
+            if batch is None:
+                continue
+            r = model(batch["feats"].to(dev), batch["lengths"].to(dev))
+            for h, mask in batch.get("label_mask", {}).items():
+                p = model.classifiers[h].probabilities(r[h]).float().cpu()
+                ids[h] += [i for i, m in zip(batch["ids"], mask.tolist()) if m]
+                targets[h].append(batch["labels"][h][mask])
+                probs[h].append(p[mask])
+    scores = {}
+    for h, cfg in heads.items():
+        if not ids[h]:
+            raise ValueError(f"{shards}: no sample has a label for head {h}")
+        classes = list(cfg.classes) if cfg.classes else [str(i) for i in range(cfg.num_classes)]
+        y, p = torch.cat(targets[h]).numpy(), torch.cat(probs[h]).numpy()
+        if cfg.multi_label:
+            present = [c for c in range(len(classes)) if (y[:, c] > 0.5).any()]
+            aps = {classes[c]: average_precision(y[:, c] > 0.5, p[:, c]) for c in present}
+            s = {"head": h, "type": "multi-label", "count": len(ids[h]),
+                 "mAP": 100 * mean_average_precision(y, p), "classes_scored": len(present)}
+            lines = [f"{h}: mAP {s['mAP']:.2f}% over {len(present)} classes, {len(ids[h])} clips", "",
+                     "per-class AP (%):"] + [f"  {c:<30} {100 * a:6.2f}" for c, a in sorted(aps.items(), key=lambda x: x[1])]
+            rows = [(i, ",".join(classes[c] for c in np.flatnonzero(y[n] > 0.5)),
+                     ",".join(classes[c] for c in np.flatnonzero(p[n] > 0.5)), float(p[n].max()))
+                    for n, i in enumerate(ids[h])]
+        else:
+            ref, hyp = y.argmax(1), p.argmax(1)
+            m = confusion_matrix(ref, hyp, len(classes))
+            s = {"head": h, "type": "single-label", "count": len(ids[h]),
+                 "accuracy": 100 * accuracy(ref, hyp), "macro_f1": 100 * macro_f1(ref, hyp, len(classes)),
+                 "errors": int((ref != hyp).sum())}
+            recall = np.divide(np.diag(m), m.sum(1), out=np.zeros(len(classes)), where=m.sum(1) > 0)
+            lines = [f"{h}: accuracy {s['accuracy']:.2f}% ({s['errors']} errors in {s['count']} clips), "
+                     f"macro-F1 {s['macro_f1']:.2f}%", "", "per-class recall (%):"]
+            lines += [f"  {c:<30} {100 * r:6.2f}  ({m[i].sum()} clips)" for i, (c, r) in enumerate(zip(classes, recall))]
+            lines += ["", _confusion_text(m, classes)]
+            plot_confusion(m, classes, f"{h}: accuracy {s['accuracy']:.2f}%", out / f"{h}_confusion.png")
+            rows = [(i, classes[a], classes[b], float(p[n, b])) for n, (i, a, b) in enumerate(zip(ids[h], ref, hyp))]
+        rows.sort(key=lambda r: (r[1] == r[2], r[0]))
+        (out / f"{h}.txt").write_text("\n".join(lines) + "\n")
+        (out / f"{h}_per_utt.tsv").write_text(
+            "id\treference\thypothesis\tprobability\n" + "".join(f"{a}\t{b}\t{c}\t{d:.4f}\n" for a, b, c, d in rows))
+        scores[h] = s
+    (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    return scores
+
+
+def summary(scores: dict) -> str:
+    """One line per head, as `astctc evaluate` prints it."""
+    lines = []
+    for h, s in scores.items():
+        if s["type"] == "multi-label":
+            lines.append(f"{h}: mAP {s['mAP']:.2f}% ({s['count']} clips)")
+        else:
+            lines.append(f"{h}: accuracy {s['accuracy']:.2f}% macro-F1 {s['macro_f1']:.2f}% "
+                         f"({s['errors']} errors / {s['count']} clips)")
+    return "\n".join(lines)
