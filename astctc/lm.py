@@ -248,6 +248,10 @@ def import_arpa(arpa_in: str | Path, out_dir: str | Path, binary_type: str = "pr
                             "text instead (astctc lm --text ...)")
                     seen[key] = word
             g.write(low)
+            if section.startswith("\\2-grams"):
+                break
+        while chunk := f.read(1 << 24):  # past the words: lower-case the rest in bulk (GBs for 4-grams)
+            g.write(chunk.lower())
     tmp.replace(arpa)
     log.info("%s: %d-gram, %d words (lower-cased from %s)", arpa, order, len(set(seen) - SPECIAL_WORDS), src)
     return _finish(arpa, stem, binary_type)
