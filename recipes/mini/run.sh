@@ -48,7 +48,8 @@ train() {
 average() { astctc average --exp "$exp" --last 3 --out "$exp/model"; }
 decode() { for s in dev test; do astctc decode --model "$exp/model" --data data/$s/shards --out "$exp/decode_${s}_greedy"; done; }
 lm() {
-  bash ../../lm/build_kenlm.sh  # lmplz + build_binary into the venv; does nothing when they are there
+  # lmplz + build_binary beside astctc (its venv's bin); does nothing when they are there
+  bash ../../lm/build_kenlm.sh --prefix "$(dirname "$(dirname "$(command -v astctc)")")"
   astctc lm --text data/train/manifest.jsonl --out data/lm --order "$lm_order" --discount-fallback
 }
 decode_beam() {
