@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .tokenizer import CharTokenizer, SentencePieceTokenizer, Tokenizer
+from .tokenizer import CharTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class BeamConfig:
     beam_prune_logp: float = -10.0  # drop beams this far (log) below the best one
     token_min_logp: float = -5.0  # tokens less likely than this in a frame are not expanded
     prune_history: bool = False  # merge beams equal over the LM's context (faster, less diverse)
-    unk_score_offset: float = -10.0  # log penalty for a word outside the LM's vocabulary
+    unk_score_offset: float = -10.0  # log10 penalty (scaled by alpha) for a word outside the LM
     hotwords: list[str] = field(default_factory=list)
     hotword_weight: float = 10.0
 

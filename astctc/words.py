@@ -7,7 +7,6 @@ are the frames where the model fired, which lag or lead the true boundaries by a
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -115,7 +114,3 @@ def format_transcripts(names: Sequence[str], hyps: Sequence[Hypothesis], fmt: st
     if fmt == "srt":
         return "".join((f"==> {n} <==\n" if many else "") + to_srt(h) for n, h in zip(names, hyps))
     raise ValueError(f"output format must be text, json or srt, not {fmt!r}")
-
-
-def name_of(f) -> str:
-    return str(Path(f)) if isinstance(f, (str, Path)) else "<audio>"
