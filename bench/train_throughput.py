@@ -9,7 +9,7 @@ seconds and encoder tokens per second, step time, peak memory, padding fraction 
 MFU counts the model's FLOPs on the valid tokens (padding is waste, not work): per utterance
 of N tokens (P patches), the patch embedding 2*P*pf*pt*D, per block the qkv/proj/MLP matmuls
 (2*N*D*(3D + D + 2*mlp*D)) and attention scores and values 4*N^2*D, and the CTC projection;
-a training step is 3x the forward FLOPs. Peak: 989 TFLOP/s dense bf16 for H100 SXM and H200
+a training step is 3x the forward FLOPs (2x for the patch embedding: no input gradient). Peak: 989 TFLOP/s dense bf16 for H100 SXM and H200
 (NVIDIA's datasheets); other devices need --peak-tflops, else MFU is printed as n/a.
 
     .venv/bin/python bench/train_throughput.py --tiny                    # CPU / CI
@@ -76,17 +76,19 @@ def make_batches(args, n_batches: int) -> list[list[float]]:
 
 
 def step_flops(enc: EncoderConfig, ctc_width: int, vocab: int, frames: list[int]) -> float:
-    """Training FLOPs (3x forward) of one batch, counted on the valid tokens only."""
+    """Training FLOPs of one batch, counted on the valid tokens only: 3x the forward (backward
+    = input + weight gradients), except the patch embedding, whose input needs no gradient.
+    (Checked against torch.utils.flop_counter, which counts all but CPU attention.)"""
     D, hidden = enc.embed_dim, int(enc.embed_dim * enc.mlp_ratio)
-    fwd = 0.0
+    fwd, patch = 0.0, 0.0
     for n in frames:
         cols = enc.time_columns(n)
         P = enc.freq_rows * cols
         N = enc.num_cls_tokens + P
-        fwd += 2 * P * enc.patch_freq * enc.patch_time * D
+        patch += 2 * P * enc.patch_freq * enc.patch_time * D
         fwd += enc.depth * (2 * N * D * (4 * D + 2 * hidden) + 4 * N * N * D)
         fwd += 2 * cols * ctc_width * vocab
-    return 3 * fwd
+    return 3 * fwd + 2 * patch
 
 
 def synth_batch(durs: list[float], g: torch.Generator, tokens_per_s: float, vocab: int) -> dict:
