@@ -145,3 +145,27 @@ def test_seconds_squared_budget_caps_long_batches():
     assert all(len(b) * max(d for _, d in b) ** 2 <= 4000 or len(b) == 1 for b in capped)
     assert any(len(b) * max(d for _, d in b) ** 2 > 4000 for b in plain)
     assert len(capped) > len(plain)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flash-attention varlen needs CUDA")
+def test_packed_varlen_on_cuda_bf16_close_to_padded(monkeypatch):
+    """On CUDA under bf16 autocast the packed path runs flash-attention's varlen kernel; its
+    outputs match the padded SDPA path to bf16 precision."""
+    import astctc.models.encoder as E
+
+    calls = []
+    real = E._varlen_attn()
+    assert real is not None, "torch.nn.attention.varlen missing"
+    monkeypatch.setattr(E, "_varlen_attn", lambda: (lambda *a, **k: calls.append(1) or real(*a, **k)))
+    for layout in LAYOUTS:
+        padded, packed = (m.cuda() for m in _pair(layout))
+        feats, lengths, targets, tl = (t.cuda() for t in _batch())
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out_a, loss_a = _loss(padded, feats, lengths, targets, tl)
+            out_b, loss_b = _loss(packed, feats, lengths, targets, tl)
+        for b, cols in enumerate(out_a["lengths"].tolist()):
+            assert torch.allclose(out_a["log_probs"][b, :cols], out_b["log_probs"][b, :cols], atol=5e-2)
+        assert abs(float(loss_a) - float(loss_b)) < 2e-2 * abs(float(loss_a))
+        loss_b.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in packed.parameters())
+    assert calls, "the varlen kernel was not used"
