@@ -18,6 +18,35 @@ def cmd_synth(a: argparse.Namespace) -> None:
     print(json.dumps(info, indent=2, default=str))
 
 
+def cmd_download(a: argparse.Namespace) -> None:
+    """Fetch a corpus (resumable, checksum-verified) and unpack it under --out."""
+    if a.corpus == "librispeech":
+        from .data import librispeech as ls
+
+        subsets = list(dict.fromkeys(a.subsets))
+        info = ls.download(subsets, a.out, a.mirror, a.lm_files, a.lm_mirror, a.checksums, a.keep_archives,
+                           a.workers)
+    else:
+        from .data import fleurs
+
+        info = fleurs.download(a.lang, a.out, a.splits, mirror=a.mirror, endpoint=a.hf_endpoint,
+                               revision=a.revision, keep_archives=a.keep_archives)
+    print(json.dumps(info, indent=1))
+
+
+def cmd_prepare(a: argparse.Namespace) -> None:
+    """Upstream layout -> manifest.jsonl (transcripts as published, durations from the headers)."""
+    if a.corpus == "librispeech":
+        from .data.librispeech import prepare
+
+        info = prepare(a.root, a.subsets, a.out)
+    else:
+        from .data.fleurs import prepare
+
+        info = prepare(a.root, a.lang, a.split, a.out)
+    print(json.dumps(info))
+
+
 def cmd_manifest(a: argparse.Namespace) -> None:
     """Validate a manifest: audio readable (duration from its header), transcript not empty."""
     from .audio import AudioError, audio_duration
@@ -253,6 +282,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--jobs", type=int, default=None)
     s.set_defaults(fn=cmd_synth)
+
+    s = sub.add_parser("download", help="download and unpack a corpus (librispeech, fleurs)")
+    corpora = s.add_subparsers(dest="corpus", required=True)
+    c = corpora.add_parser("librispeech", help="OpenSLR 12 subsets and OpenSLR 11 LM files")
+    c.add_argument("--out", required=True, help="directory for archives, LibriSpeech/ and lm/")
+    c.add_argument("--subsets", nargs="+", required=True, help="e.g. train-clean-100 dev-clean test-clean")
+    c.add_argument("--lm-files", nargs="*", default=[], help="OpenSLR 11 files, e.g. 4-gram.arpa.gz")
+    c.add_argument("--mirror", default="https://www.openslr.org/resources/12",
+                   help="base URL or directory holding the <subset>.tar.gz files")
+    c.add_argument("--lm-mirror", default="https://www.openslr.org/resources/11",
+                   help="base URL or directory holding the LM files")
+    c.add_argument("--checksums", default=None, help="md5sum-format file overriding the published md5 sums")
+    c.add_argument("--keep-archives", type=_yes_no, default=True, help="keep .tar.gz after unpacking (true|false)")
+    c.add_argument("--workers", type=int, default=4, help="parallel downloads (each host gets at most 3)")
+    c = corpora.add_parser("fleurs", help="google/fleurs audio archives and TSVs from the Hugging Face hub")
+    c.add_argument("--out", required=True, help="directory; files land in data/<lang>/ as in the hub repo")
+    c.add_argument("--lang", nargs="+", required=True, help="FLEURS language code(s), e.g. en_us fr_fr")
+    c.add_argument("--splits", nargs="+", default=["train", "dev", "test"], choices=["train", "dev", "test"])
+    c.add_argument("--mirror", default=None,
+                   help="base URL or directory with the hub repo's layout (data/<lang>/...) instead of the hub")
+    c.add_argument("--hf-endpoint", default=None, help="Hugging Face hub endpoint (default: HF_ENDPOINT or the hub)")
+    c.add_argument("--revision", default="main", help="dataset repo revision (branch, tag or commit)")
+    c.add_argument("--keep-archives", type=_yes_no, default=True, help="keep .tar.gz after unpacking (true|false)")
+    s.set_defaults(fn=cmd_download)
+
+    s = sub.add_parser("prepare", help="manifests from a corpus in its upstream layout (librispeech, fleurs)")
+    corpora = s.add_subparsers(dest="corpus", required=True)
+    c = corpora.add_parser("librispeech", help="<spk>/<chapter>/*.flac + *.trans.txt -> manifest")
+    c.add_argument("--root", required=True, help="directory holding LibriSpeech/<subset> (or <subset>)")
+    c.add_argument("--subsets", nargs="+", required=True, help="subsets merged into one manifest")
+    c.add_argument("--out", required=True, help="manifest.jsonl to write")
+    c = corpora.add_parser("fleurs", help="data/<lang>/<split>.tsv + audio -> manifest")
+    c.add_argument("--root", required=True, help="the download directory (holding data/<lang>/)")
+    c.add_argument("--lang", nargs="+", required=True, help="one or more (one multilingual manifest)")
+    c.add_argument("--split", required=True, choices=["train", "dev", "test"])
+    c.add_argument("--out", required=True, help="manifest.jsonl to write")
+    s.set_defaults(fn=cmd_prepare)
 
     s = sub.add_parser("manifest", help="validate a manifest (audio readable, text present)")
     s.add_argument("--in", dest="inp", required=True)
