@@ -5,12 +5,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 APT_PACKAGES := espeak-ng sox sctk libsndfile1
 
-.PHONY: demo test setup sysdeps clean
+.PHONY: demo test setup sysdeps clean lm-tools
 
-demo: setup
+demo: setup lm-tools
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash recipes/mini/run.sh
 
-test: setup
+test: setup lm-tools
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest -q tests
 
 setup: sysdeps $(VENV)/.installed
