@@ -2,7 +2,7 @@
 requests (which `http.server.SimpleHTTPRequestHandler` does not support), injects faults, and
 answers the two Hugging Face hub calls `hf_hub_download` and `HfApi.get_paths_info` make.
 
-Faults are queued per path and used up one request each:
+Faults are queued per path and used up one GET each:
     server.faults["/a.tar.gz"] = ["drop:5000", "503"]
   drop:N         announce the whole body, send N bytes, close the connection
   503 / 404 ...  answer with that status
@@ -69,7 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
             srv.active += 1
             srv.max_active = max(srv.max_active, srv.active)
             queue = srv.faults.get(path)
-            fault = queue.pop(0) if queue else None
+            fault = queue.pop(0) if queue and not head else None  # faults are for GETs
         try:
             self._respond(path, rng, head, fault)
         finally:
