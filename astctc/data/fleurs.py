@@ -94,6 +94,12 @@ def _hub_fetch(paths: list[str], out: Path, langs: list[str], endpoint: str | No
                             f"({type(e).__name__})") from None
     except (RepositoryNotFoundError, EntryNotFoundError) as e:
         raise DownloadError(f"{REPO_ID}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    except DownloadError:
+        raise
+    except Exception as e:  # e.g. the connection kept dropping after huggingface_hub's own retries
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DownloadError(f"{REPO_ID}: download failed ({type(e).__name__}: {first}); run again to resume "
+                            "(huggingface_hub keeps the partial file)") from None
 
 
 def download(
