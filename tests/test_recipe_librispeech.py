@@ -185,3 +185,38 @@ def test_recipe_download_to_score(recipe, openslr):
     assert len(server.log) == n
     forced = _run(recipe, *opts, "--stage", "0", "--stop-stage", "0", "--force")
     assert "stage 0 (download_train100): start" in forced.stderr and len(server.log) == n  # verified: no fetch
+
+
+def test_download_without_keeping_archives_is_still_done_once(openslr, tmp_path):
+    from astctc.data import librispeech as ls
+
+    server = openslr["server"]
+    kw = dict(mirror=f"{server.url}/resources/12", checksums=openslr["sums"], keep_archives=False, progress=False)
+    info = ls.download(["dev-clean", "test-clean"], tmp_path / "dl", **kw)
+    assert sorted(p.name for p in (tmp_path / "dl/LibriSpeech").iterdir()) == ["dev-clean", "test-clean"]
+    assert not list((tmp_path / "dl").glob("*.tar.gz")) and info["root"] == str(tmp_path / "dl/LibriSpeech")
+    n = len(server.log)
+    ls.download(["dev-clean", "test-clean"], tmp_path / "dl", **kw)
+    assert len(server.log) == n
+    with pytest.raises(ValueError, match="unknown LibriSpeech subset.*train-clean-101"):
+        ls.download(["train-clean-101"], tmp_path / "dl", **kw)
+
+
+def test_prepare_pairs_audio_with_transcripts(openslr, tmp_path, caplog):
+    from astctc.data import librispeech as ls
+
+    root = tmp_path / "LibriSpeech" / "dev-other"
+    shutil.copytree(openslr["sample"], root)
+    chapter = root / "1089" / "134686"
+    trans = chapter / "1089-134686.trans.txt"
+    first, second = trans.read_text().splitlines()
+    trans.write_text(first + "\n1089-134686-0099 A LINE WITHOUT AUDIO\n")  # and -0001 loses its line
+    out = tmp_path / "m.jsonl"
+    info = ls.prepare(tmp_path, ["dev-other"], out)
+    assert (info["utterances"], info["no_transcript"], info["no_audio"]) == (3, 1, 1)
+    assert "no transcript for" in caplog.text and "1 transcript lines have no audio" in caplog.text
+    (chapter / "1089-134686.trans.txt").write_text("1089_134686_0000 HE HOPED\n")
+    with pytest.raises(ValueError, match=r"1089-134686.trans.txt:1: expected '<speaker>-<chapter>-<n> TRANSCRIPT'"):
+        ls.prepare(tmp_path, ["dev-other"], out)
+    with pytest.raises(FileNotFoundError, match="no LibriSpeech/test-other"):
+        ls.prepare(tmp_path, ["test-other"], out)
