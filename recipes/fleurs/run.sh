@@ -102,6 +102,8 @@ tokenizer() {
   astctc tokenizer --type "$token_type" --vocab-size "$vocab_size" --manifest "$train_dir/manifest.jsonl" --out "$lang_dir"
 }
 lm() {
+  # KenLM's lmplz and build_binary beside astctc (lm/build_kenlm.sh compiles them once, ~1.5 min)
+  command -v lmplz >/dev/null || bash ../../lm/build_kenlm.sh --prefix "$(dirname "$(dirname "$(command -v astctc)")")"
   # shellcheck disable=SC2086
   for l in "${langs[@]}"; do
     astctc lm --text "data/$l/train/manifest.jsonl" --order "$lm_order" --out "data/$l/lm_${lm_order}gram" $lm_opts

@@ -93,7 +93,11 @@ shards() {
 tokenizer() {
   astctc tokenizer --type "$token_type" --vocab-size "$vocab_size" --manifest "$train_dir/manifest.jsonl" --out "$lang_dir"
 }
-lm() { astctc lm --arpa "$downloads/lm/4-gram.arpa.gz" --out data/lm; }
+lm() {
+  # KenLM's build_binary beside astctc (lm/build_kenlm.sh compiles it once, ~1.5 min)
+  command -v build_binary >/dev/null || bash ../../lm/build_kenlm.sh --prefix "$(dirname "$(dirname "$(command -v astctc)")")"
+  astctc lm --arpa "$downloads/lm/4-gram.arpa.gz" --out data/lm
+}
 train() {
   local sets=(--set "exp_dir=$exp" --set "data.train=$train_dir/shards" --set "data.valid=data/$valid_set/shards"
               --set "data.tokenizer=$lang_dir")
