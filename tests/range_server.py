@@ -7,6 +7,7 @@ Faults are queued per path and used up one GET each:
   drop:N         announce the whole body, send N bytes, close the connection
   503 / 404 ...  answer with that status
   ignore-range   answer 200 with the whole file although a Range was asked for
+  shift-range    answer 206 with a range starting one byte after the one asked for
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
         status = 200
         if rng and fault != "ignore-range":
             a, _, b = rng.removeprefix("bytes=").partition("-")
-            start = int(a)
+            start = int(a) + (1 if fault == "shift-range" else 0)
             end = int(b) if b else size - 1
             if start >= size:
                 self.send_response(416)

@@ -70,6 +70,13 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     assert _fetch(server, tmp_path / "blob.bin", md5=MD5).read_bytes() == PAYLOAD
 
 
+def test_wrong_range_is_never_appended(server, tmp_path):
+    (tmp_path / "blob.bin.part").write_bytes(PAYLOAD[:1000])
+    server.faults["/res/blob.bin"] = ["shift-range"]
+    assert _fetch(server, tmp_path / "blob.bin", md5=MD5).read_bytes() == PAYLOAD
+    assert [r[2] for r in server.requests("/res/blob.bin")] == ["bytes=1000-", None]
+
+
 def test_transient_errors_are_retried_with_backoff(server, tmp_path, caplog):
     server.faults["/res/blob.bin"] = ["503", "drop:10", "429"]
     with caplog.at_level(logging.WARNING):

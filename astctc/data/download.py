@@ -266,7 +266,11 @@ def _http_attempt(url: str, part: Path, timeout: float, progress: bool) -> bool:
         with r:
             start, total = _content_range(r.headers.get("Content-Range"))
             length = r.headers.get("Content-Length")
-            if have and r.status == 206 and start == have:
+            if r.status == 206 and start != have:  # not the bytes asked for: never append them
+                log.warning("%s: asked for bytes from %d, got a range from %s; starting over", url, have, start)
+                part.unlink(missing_ok=True)
+                return False
+            if r.status == 206:
                 mode = "ab"
                 total = total if total is not None else (have + int(length) if length else None)
             else:
