@@ -5,7 +5,7 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=100
 force=false
-num_train=2000
+num_train=4000
 num_dev=100
 num_test=200
 config=conf/train.yaml
