@@ -73,9 +73,12 @@ def load_audio(src: Source, sr: int = SAMPLE_RATE, name: str | None = None) -> t
         raise AudioError(f"{label}: cannot decode audio ({e})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{label}: audio has zero samples")
-    wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
-    if not torch.isfinite(wav).all():
+    # numpy, not torch, for these per-clip checks: tiny torch ops fan out to the intra-op thread
+    # pool, whose spin-waiting makes them ~30x slower when other processes hold the cores
+    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+    if not np.isfinite(mono).all():
         raise AudioError(f"{label}: audio contains NaN or infinite samples")
+    wav = torch.from_numpy(np.ascontiguousarray(mono))
     return resample(wav, file_sr, sr).contiguous()
 
 
