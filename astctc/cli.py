@@ -463,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads that spin while waiting turn any competition for the cores (a DataLoader
+    # worker, another job) into 10-200x slower steps on CPU; sleeping waits cost ~nothing.
+    # Must be set before torch loads; an explicit value in the environment wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     from .train import setup_logging
 
