@@ -207,9 +207,20 @@ def cmd_labels(a: argparse.Namespace) -> None:
 
 
 def cmd_fsdd(a: argparse.Namespace) -> None:
-    from .data.fsdd import prepare_fsdd
+    from .data import fsdd
 
-    print(json.dumps(prepare_fsdd(a.src, a.out, a.test_speakers.split(","), a.dev_takes)))
+    if a.action == "prepare":
+        print(json.dumps(fsdd.prepare_fsdd(a.src, a.out, a.test_speakers.split(","), a.dev_takes, a.trim_db)))
+    else:
+        n = fsdd.synth_digits(a.out, a.voices, a.seed, a.jobs, a.trim_db)
+        print(f"{a.out}/manifest.jsonl: {n} clips ({a.voices} voices x 10 words)")
+
+
+def cmd_combine(a: argparse.Namespace) -> None:
+    from .data.combine import combine_shards
+
+    index = combine_shards(a.shards, a.out)
+    print(f"{a.out}/index.json: {index['count']} utterances in {len(index['shards'])} shards of {len(a.shards)} sets")
 
 
 def cmd_speechcommands(a: argparse.Namespace) -> None:
@@ -431,7 +442,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--test-speakers", default="theo", help="comma-separated, held out for test")
     t.add_argument("--dev-takes", type=int, default=3, help="takes 0..N-1 of training speakers -> dev")
+    t.add_argument("--trim-db", type=float, default=30.0, help="trim silence below peak - N dB (0: keep clips)")
+    t = fs.add_parser("synth", help="the ten words in espeak-ng voices, band-limited like FSDD")
+    t.add_argument("--out", required=True)
+    t.add_argument("--voices", type=int, default=100)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--jobs", type=int, default=None)
+    t.add_argument("--trim-db", type=float, default=30.0)
     s.set_defaults(fn=cmd_fsdd)
+
+    s = sub.add_parser("combine", help="one shard set over several (an index.json, no copies)")
+    s.add_argument("shards", nargs="+", help="shard directories (with index.json)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_combine)
 
     s = sub.add_parser("speechcommands", help="Speech Commands v0.02: download, prepare 12/35 classes")
     ss = s.add_subparsers(dest="action", required=True)

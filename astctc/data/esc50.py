@@ -13,11 +13,10 @@ split k an index that lists the other four folds' shards, so no clip is stored t
 from __future__ import annotations
 
 import csv
-import json
-import os
 from pathlib import Path
 
 from ..audio import audio_duration
+from .combine import combine_shards
 from .manifest import write_manifest
 
 URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
@@ -74,25 +73,6 @@ def prepare_esc50(source: str | Path, out_dir: str | Path) -> dict:
     (out / "labels").mkdir(parents=True, exist_ok=True)
     (out / "labels" / f"{HEAD}.txt").write_text("".join(f"{c}\n" for c in classes))
     return counts
-
-
-def combine_shards(shard_dirs: list[str | Path], out_dir: str | Path) -> dict:
-    """An index.json in out_dir over the shards of several shard directories, by relative path
-    (the reader joins each name to the index's directory), so sets combine without copies."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    shards, count, seconds, skipped = [], 0, 0.0, 0
-    for d in shard_dirs:
-        index = json.loads((Path(d) / "index.json").read_text(encoding="utf-8"))
-        for s in index["shards"]:
-            rel = os.path.relpath(Path(d) / s["name"], out)
-            shards.append(dict(s, name=Path(rel).as_posix()))
-        count += index["count"]
-        seconds += index["seconds"]
-        skipped += index.get("skipped", 0)
-    combined = {"shards": shards, "count": count, "seconds": round(seconds, 3), "skipped": skipped}
-    (out / "index.json").write_text(json.dumps(combined, indent=1) + "\n", encoding="utf-8")
-    return combined
 
 
 def make_cv_splits(data_dir: str | Path) -> list[Path]:
