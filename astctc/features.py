@@ -25,6 +25,10 @@ class FeatureConfig:
     # per-utterance mean/variance normalisation of each mel bin (CMVN), after the global one:
     # removes speaker and channel colouring; off for pretrained AST, which expects global only
     utterance_cmvn: bool = False
+    # upper edge of the mel filterbank in Hz (0: Nyquist). For narrow-band audio (FSDD is 8 kHz)
+    # 4000 keeps every bin on real signal; bins above the band sit at the log floor, move with
+    # the recording level, and utterance CMVN turns them into noise
+    high_freq: float = 0.0
 
     def frames(self, num_samples: int) -> int:
         """Number of fbank frames Kaldi produces for `num_samples` (snip_edges=True)."""
@@ -58,6 +62,7 @@ def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
         dither=cfg.dither,
         frame_length=cfg.frame_length_ms,
         frame_shift=cfg.frame_shift_ms,
+        high_freq=cfg.high_freq,
     )
     feats = (feats - cfg.norm_mean) / (2 * cfg.norm_std)
     if cfg.utterance_cmvn:

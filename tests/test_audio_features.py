@@ -130,3 +130,14 @@ def test_utterance_cmvn():
     assert torch.allclose(feats.std(0, unbiased=False)[varied], torch.ones(int(varied.sum())), atol=1e-3)
     # a louder copy of the same clip gives the same normalised features
     assert torch.allclose(fbank(wav * 4, FeatureConfig(utterance_cmvn=True)), feats, atol=1e-3)
+
+
+def test_high_freq_keeps_narrow_band_audio_level_invariant(shared_data):
+    """An 8 kHz FSDD recording at 16 kHz: filters above 4 kHz sit at the log floor and change
+    with the recording level under utterance CMVN; high_freq=4000 puts every filter on signal."""
+    wav = load_audio(shared_data / "fsdd" / "recordings" / "2_theo_3.wav")
+    full = FeatureConfig(num_mel_bins=40, utterance_cmvn=True)
+    narrow = FeatureConfig(num_mel_bins=40, utterance_cmvn=True, high_freq=4000)
+    drift = (fbank(wav, full) - fbank(wav * 10, full)).abs().mean(0)
+    assert drift[:30].max() < 1e-3 and drift[-6:].mean() > 0.1  # the empty top band moves
+    assert (fbank(wav, narrow) - fbank(wav * 10, narrow)).abs().mean(0).max() < 0.05
