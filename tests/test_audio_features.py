@@ -140,4 +140,5 @@ def test_high_freq_keeps_narrow_band_audio_level_invariant(shared_data):
     narrow = FeatureConfig(num_mel_bins=40, utterance_cmvn=True, high_freq=4000)
     drift = (fbank(wav, full) - fbank(wav * 10, full)).abs().mean(0)
     assert drift[:30].max() < 1e-3 and drift[-6:].mean() > 0.1  # the empty top band moves
-    assert (fbank(wav, narrow) - fbank(wav * 10, narrow)).abs().mean(0).max() < 0.05
+    # (the lowest filter, 20-80 Hz, is below what the recording holds and touches the floor too)
+    assert (fbank(wav, narrow) - fbank(wav * 10, narrow)).abs()[:, 1:].max() < 1e-3
