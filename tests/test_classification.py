@@ -406,3 +406,18 @@ def test_labels_command_copies_a_field_and_writes_the_class_list(tmp_path, capsy
     from astctc.models.heads import ClassifierConfig
 
     assert ClassifierConfig(labels_file=str(out)).resolve("lang").num_classes == 3
+
+
+def test_speechcommands_split_rule_on_the_official_test_speakers(shared_data):
+    """The shared subset is the official test set: the dataset's own which_set (salt "") puts
+    every one of its speakers in 'test', which checks our copy of the rule; the salted default
+    splits the same speakers about 80/10/10, whole speakers only."""
+    from collections import Counter
+
+    from astctc.data.speechcommands import speaker_of, which_set
+
+    speakers = {speaker_of(p) for p in (shared_data / "speech_commands_v2_test12").rglob("*.flac")} - {None}
+    assert len(speakers) > 100
+    assert {which_set(s, 10, 10, salt="") for s in speakers} == {"test"}
+    parts = Counter(which_set(s, 10, 10) for s in speakers)
+    assert parts["train"] > 0.7 * len(speakers) and min(parts["dev"], parts["test"]) > 0.05 * len(speakers)

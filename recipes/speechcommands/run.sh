@@ -18,6 +18,7 @@ test_url=""     # 12-class test archive URL (default: the public one)
 src=downloads/speech_commands_v0.02
 test_src=downloads/speech_commands_test_set_v0.02   # "" keeps the speaker-hash test split of --src
 classes=12
+split_percent="10 10"   # dev and test percent of the speakers, for a tree without official lists
 data=""         # default data/sc<classes>
 config=conf/train.yaml
 exp=""          # default exp/sc<classes>
@@ -38,6 +39,7 @@ Stages:
 
 Options (defaults):
   --downloads $downloads  --url <public>  --test-url <public>  --src $src  --test-src $test_src  --classes $classes (12 or 35)
+  --split-percent \"$split_percent\" (dev test, speaker-hash split of a tree without lists)
   --data data/sc<classes>  --config $config  --exp exp/sc<classes>  --init \"$init\"  --train-opts \"key=value ...\"
   --threads $threads
 "
@@ -54,7 +56,9 @@ download() {
 }
 prepare() {
   local test_opt=(); [ -n "$test_src" ] && test_opt=(--test-src "$test_src")
-  astctc speechcommands prepare --src "$src" "${test_opt[@]}" --out "$data" --classes "$classes"
+  local pct=($split_percent)
+  astctc speechcommands prepare --src "$src" "${test_opt[@]}" --out "$data" --classes "$classes" \
+    --dev-percent "${pct[0]}" --test-percent "${pct[1]}"
 }
 shards() { for s in train dev test; do astctc shards --manifest $data/$s/manifest.jsonl --out $data/$s/shards; done; }
 train() {
