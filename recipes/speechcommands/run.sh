@@ -4,9 +4,10 @@
 #
 # Full data: stage 0 downloads the training archive and the 12-class test archive (2.4 GB).
 # Small run on the shared subset (1200 test clips, 100 per class), without downloading:
-#   recipes/speechcommands/run.sh --stage 1 --src ../../../shared/data/speech_commands_v2_test12 --test-src ""
-# Initialise the encoder from another astctc model (e.g. the FSDD recipe's):
-#   recipes/speechcommands/run.sh ... --init ../fsdd/exp/fsdd/model --exp exp/sc_init
+#   recipes/speechcommands/run.sh --stage 1 --src ../../../shared/data/speech_commands_v2_test12 \
+#       --test-src "" --split-percent "10 20"
+# Initialise the encoder from another astctc model (e.g. the FSDD recipe's), same data:
+#   recipes/speechcommands/run.sh <the options above> --stage 3 --init ../fsdd/exp/fsdd/model --exp exp/sc12_init_fsdd
 cd "$(dirname "$0")"
 
 stage=0
