@@ -8,7 +8,7 @@ stop_stage=100
 force=false
 src=../../../shared/data/fsdd/recordings
 test_speakers=theo
-synth_voices=100   # espeak-ng voices speaking the ten words, added to training (0: none)
+synth_voices=300   # espeak-ng voices speaking the ten words, added to training (0: none)
 config=conf/train.yaml
 exp=exp/fsdd
 train_opts=""   # extra --set overrides for training, e.g. "max_steps=100"
