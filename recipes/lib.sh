@@ -40,4 +40,13 @@ run_stage() {
   log "stage $n ($name): done in $((SECONDS - t0)) s"
 }
 
+# report_stage N command...: runs when stage <= N <= stop_stage, every time (no marker): a
+# report is the recipe's answer, printed again on each run.
+report_stage() {
+  local n=$1; shift
+  [ "$n" -ge "$stage" ] && [ "$n" -le "$stop_stage" ] || return 0
+  log "stage $n (report)"
+  "$@"
+}
+
 command -v astctc >/dev/null || die "astctc is not on PATH (make setup, then use .venv/bin)"

@@ -56,13 +56,14 @@ evaluate() {
   done
 }
 report() {
-  local sum=0 n=0 acc
-  for k in $folds; do
-    acc=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['category']['accuracy'])" "$exp/fold$k/evaluate/scores.json")
-    echo "fold $k: accuracy $(printf %.2f "$acc")%"
-    sum=$(python3 -c "print($sum + $acc)"); n=$((n + 1))
-  done
-  echo "cross-validation ($n folds): mean accuracy $(python3 -c "print(f'{$sum / $n:.2f}')")%"
+  python3 - "$exp" $folds <<'EOF'
+import json, sys
+exp, folds = sys.argv[1], sys.argv[2:]
+accs = [json.load(open(f"{exp}/fold{k}/evaluate/scores.json"))["category"]["accuracy"] for k in folds]
+for k, acc in zip(folds, accs):
+    print(f"fold {k}: accuracy {acc:.2f}%")
+print(f"cross-validation ({len(accs)} folds): mean accuracy {sum(accs) / len(accs):.2f}%")
+EOF
 }
 
 run_stage 0 download download
@@ -71,4 +72,4 @@ run_stage 2 shards shards
 run_stage 3 train train
 run_stage 4 average average
 run_stage 5 evaluate evaluate
-if [ 6 -ge "$stage" ] && [ 6 -le "$stop_stage" ]; then log "stage 6 (report)"; report; fi
+report_stage 6 report

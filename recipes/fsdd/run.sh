@@ -38,10 +38,10 @@ export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 prepare() { astctc fsdd prepare --src "$src" --out data --test-speakers "$test_speakers"; }
 synth() { rm -rf data/synth; [ "$synth_voices" -eq 0 ] || astctc fsdd synth --out data/synth --voices "$synth_voices"; }
 shards() {
-  local sets=(train dev test); [ -f data/synth/manifest.jsonl ] && sets+=(synth)
+  local sets=(train dev test) all=(data/train/shards)
+  if [ -f data/synth/manifest.jsonl ]; then sets+=(synth); all+=(data/synth/shards); fi
   # many small shards, read in shuffled order: real and synthetic clips mix within an epoch
   for s in "${sets[@]}"; do astctc shards --manifest data/$s/manifest.jsonl --out data/$s/shards --max-shard-count 150; done
-  local all=(data/train/shards); [ -f data/synth/manifest.jsonl ] && all+=(data/synth/shards)
   astctc combine --out data/train_all "${all[@]}"
 }
 # BPE with room for whole words: with ten words every word becomes one piece, so the CTC head
@@ -67,4 +67,4 @@ run_stage 4 train train
 run_stage 5 average average
 run_stage 6 decode decode
 run_stage 7 evaluate evaluate
-if [ 8 -ge "$stage" ] && [ 8 -le "$stop_stage" ]; then log "stage 8 (report)"; report; fi
+report_stage 8 report

@@ -79,4 +79,4 @@ run_stage 2 shards shards
 run_stage 3 train train
 run_stage 4 average average
 run_stage 5 evaluate evaluate
-if [ 6 -ge "$stage" ] && [ 6 -le "$stop_stage" ]; then log "stage 6 (report)"; report; fi
+report_stage 6 report
