@@ -4,41 +4,22 @@ ESC-50 (download, five folds, cross-validation). Real clips from ../shared/data.
 from __future__ import annotations
 
 import csv
-import functools
-import http.server
-import io
 import json
-import os
 import shutil
-import subprocess
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from astctc.audio import audio_duration
+from tests.range_server import RangeServer
+from tests.recipe_run import copy_recipe, run_recipe
 
-REPO = Path(__file__).resolve().parents[1]
 TOY = ("max_steps=4 checkpoint_every=2 model.encoder.depth=1 model.encoder.embed_dim=32 "
        "model.encoder.num_heads=2 progress=false data.num_workers=0 log_every=1")
-
-
-def _run(recipe: Path, *args, check=True):
-    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
-    p = subprocess.run(["bash", str(recipe / "run.sh"), *args], env=env, capture_output=True, text=True, timeout=900)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{recipe.name} failed ({p.returncode}):\n{p.stderr[-4000:]}")
-    return p
-
-
-def _copy_recipe(name: str, tmp_path: Path) -> Path:
-    dst = tmp_path / "recipes" / name
-    shutil.copytree(REPO / "recipes" / name, dst, ignore=shutil.ignore_patterns("data", "exp", "downloads", "tune*"))
-    shutil.copy(REPO / "recipes" / "lib.sh", dst.parent / "lib.sh")
-    return dst
 
 
 @pytest.fixture()
@@ -46,28 +27,24 @@ def http_dir(tmp_path):
     """A directory served over http://127.0.0.1:<port>/ for the download stages."""
     root = tmp_path / "www"
     root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with RangeServer(root) as server:
+        yield root, server.url
 
 
 def test_fsdd_recipe(tmp_path, shared_data):
-    recipe = _copy_recipe("fsdd", tmp_path)
+    recipe = copy_recipe("fsdd", tmp_path)
     src = tmp_path / "recordings"
     src.mkdir()
     for d in (0, 1):
         for s in ("george", "theo"):
             for t in range(5):  # takes 0-2 -> dev, 3-4 -> train (george); theo -> test
                 shutil.copy(shared_data / "fsdd" / "recordings" / f"{d}_{s}_{t}.wav", src)
-    import soundfile as sf  # one test clip with 0.25 s of near silence either side, to be trimmed
+    # one test clip with 0.25 s of near silence either side, to be trimmed
     wav, sr = sf.read(src / "1_theo_4.wav")
     pad = 1e-4 * np.random.default_rng(0).standard_normal(sr // 4)
     sf.write(src / "1_theo_4.wav", np.concatenate([pad, wav, pad]), sr)
     opts = ["--src", str(src), "--exp", "exp/toy", "--synth-voices", "2", "--train-opts", TOY]
-    out = _run(recipe, *opts)
+    out = run_recipe(recipe, *opts)
     assert "stage 0 (prepare): done" in out.stderr
     test = [json.loads(l) for l in (recipe / "data/test/manifest.jsonl").read_text().splitlines()]
     assert len(test) == 10 and {r["speaker"] for r in test} == {"theo"}
@@ -84,7 +61,7 @@ def test_fsdd_recipe(tmp_path, shared_data):
     assert scores["digit"]["count"] == 10
     assert (recipe / "exp/toy/decode_test_greedy/wer.txt").exists()
     assert (recipe / "exp/toy/evaluate_test/digit_confusion.png").exists()
-    again = _run(recipe, *opts, "--stop-stage", "7")
+    again = run_recipe(recipe, *opts, "--stop-stage", "7")
     assert again.stderr.count("skipping") == 8
 
 
@@ -120,7 +97,7 @@ def _tar(src: Path, out: Path) -> None:
 
 
 def test_speechcommands_recipe_download_and_official_lists(tmp_path, shared_data, http_dir):
-    recipe = _copy_recipe("speechcommands", tmp_path)
+    recipe = copy_recipe("speechcommands", tmp_path)
     www, url = http_dir
     full, test = tmp_path / "full", tmp_path / "test"
     _tiny_speechcommands(shared_data, full)
@@ -129,7 +106,7 @@ def test_speechcommands_recipe_download_and_official_lists(tmp_path, shared_data
                         ignore=lambda d, names: sorted(names)[3:])
     _tar(full, www / "speech_commands_v0.02.tar.gz")
     _tar(test, www / "speech_commands_test_set_v0.02.tar.gz")
-    out = _run(recipe, "--url", f"{url}/speech_commands_v0.02.tar.gz",
+    out = run_recipe(recipe, "--url", f"{url}/speech_commands_v0.02.tar.gz",
                "--test-url", f"{url}/speech_commands_test_set_v0.02.tar.gz", "--train-opts", TOY)
     assert (recipe / "downloads/speech_commands_v0.02.tar.gz.sha256").exists()
     rows = {s: [json.loads(l) for l in (recipe / f"data/sc12/{s}/manifest.jsonl").read_text().splitlines()]
@@ -147,19 +124,19 @@ def test_speechcommands_recipe_download_and_official_lists(tmp_path, shared_data
 def test_speechcommands_recipe_on_the_shared_subset_with_init(tmp_path, shared_data):
     """The small-run path: a folder-per-class tree split by speaker hash, then a second model
     initialised from the first one's directory."""
-    recipe = _copy_recipe("speechcommands", tmp_path)
+    recipe = copy_recipe("speechcommands", tmp_path)
     src = tmp_path / "sub"
     for c in ("yes", "no", "_unknown_", "_silence_"):
         shutil.copytree(shared_data / "speech_commands_v2_test12" / c, src / c, ignore=lambda d, n: sorted(n)[25:])
     opts = ["--stage", "1", "--src", str(src), "--test-src", "", "--train-opts", TOY]
-    first = _run(recipe, *opts)
+    first = run_recipe(recipe, *opts)
     rows = {s: [json.loads(l) for l in (recipe / f"data/sc12/{s}/manifest.jsonl").read_text().splitlines()]
             for s in ("train", "dev", "test")}
     speakers = {s: {r["speaker"] for r in rs if r["speaker"]} for s, rs in rows.items()}
     assert not speakers["train"] & speakers["test"] and not speakers["train"] & speakers["dev"]
     assert sum(len(r) for r in rows.values()) == 100
     assert "test (12 classes): command: accuracy" in first.stdout
-    second = _run(recipe, *opts, "--exp", "exp/init", "--init", "exp/sc12/model", "--stage", "3")
+    second = run_recipe(recipe, *opts, "--exp", "exp/init", "--init", "exp/sc12/model", "--stage", "3")
     assert (recipe / "exp/init/init.txt").exists()  # the per-tensor report of the initialisation
     assert "command: accuracy" in second.stdout
 
@@ -182,14 +159,14 @@ def _tiny_esc50(shared: Path, root: Path) -> None:
 
 
 def test_esc50_recipe_download_and_cross_validation(tmp_path, shared_data, http_dir):
-    recipe = _copy_recipe("esc50", tmp_path)
+    recipe = copy_recipe("esc50", tmp_path)
     www, url = http_dir
     src = tmp_path / "esc"
     _tiny_esc50(shared_data, src)
     with zipfile.ZipFile(www / "master.zip", "w") as z:
         for p in sorted(src.rglob("*")):
             z.write(p, p.relative_to(src).as_posix())
-    out = _run(recipe, "--url", f"{url}/master.zip", "--folds", "1 2",
+    out = run_recipe(recipe, "--url", f"{url}/master.zip", "--folds", "1 2",
                "--train-opts", TOY + " model.encoder.max_frames=128")
     assert (recipe / "data/labels/category.txt").read_text().split() == ["dog", "rain", "crying_baby"]
     for k in range(1, 6):

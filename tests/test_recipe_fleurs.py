@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -17,26 +16,19 @@ from astctc.audio import load_audio
 from astctc.text import normalize
 from tests.conftest import lj_rows
 from tests.range_server import RangeServer
+from tests.recipe_run import REPO, copy_recipe, recipe_env, run_recipe
 
-REPO = Path(__file__).resolve().parents[1]
 HUB = "datasets/google/fleurs/resolve/main"
 SPLITS = {"train": (0, 5), "dev": (5, 7), "test": (7, 9)}  # LJ001 rows per split
 
 
-def _env(**extra):
-    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}", OMP_NUM_THREADS="1",
-               HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(extra.pop("hf_home")))
-    env.pop("HF_ENDPOINT", None)
-    env.update(extra)
-    return env
+def _env(hf_home, **extra) -> dict:
+    """Variables for a run against a private hub cache (and no HF_ENDPOINT from outside)."""
+    return dict(OMP_NUM_THREADS=1, HF_HUB_DISABLE_TELEMETRY=1, HF_HOME=hf_home, HF_ENDPOINT=None, **extra)
 
 
 def _run(recipe: Path, *args, check=True, **env):
-    r = subprocess.run(["bash", str(recipe / "run.sh"), *args], env=_env(**env), capture_output=True, text=True,
-                       timeout=600)
-    if check and r.returncode != 0:
-        raise AssertionError(f"run.sh {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-4000:]}")
-    return r
+    return run_recipe(recipe, *args, check=check, timeout=600, **_env(**env))
 
 
 def _chars(text: str) -> str:
@@ -90,9 +82,7 @@ def hub(tmp_path, shared_data):
 
 @pytest.fixture()
 def recipe(tmp_path):
-    dst = tmp_path / "recipes" / "fleurs"
-    shutil.copytree(REPO / "recipes" / "fleurs", dst, ignore=shutil.ignore_patterns("data", "exp", "downloads"))
-    shutil.copy(REPO / "recipes" / "lib.sh", dst.parent / "lib.sh")
+    dst = copy_recipe("fleurs", tmp_path)
     (dst / "conf" / "tiny_cpu.yaml").write_text("""\
 exp_dir: exp/tiny
 seed: 0
@@ -130,7 +120,7 @@ def test_offline_says_how_to_fetch_and_hand_placed_files_are_used(tmp_path, shar
     lang_dir = tmp_path / "upstream" / "data" / "en_us"
     build_fleurs(shared_data, lang_dir)
     cmd = [str(REPO / ".venv/bin/astctc"), "download", "fleurs", "--out", str(tmp_path / "dl"), "--lang", "en_us"]
-    env = _env(hf_home=tmp_path / "hf", HF_HUB_OFFLINE="1")
+    env = recipe_env(**_env(hf_home=tmp_path / "hf", HF_HUB_OFFLINE="1"))
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     msg = r.stderr

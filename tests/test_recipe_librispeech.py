@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import math
-import os
 import shutil
-import subprocess
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -18,17 +15,13 @@ import pytest
 import soundfile as sf
 
 from tests.range_server import RangeServer
+from tests.recipe_run import copy_recipe, run_recipe
 
-REPO = Path(__file__).resolve().parents[1]
 SPEAKER = Path("1089")
 
 
 def _run(recipe: Path, *args, check=True):
-    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
-    r = subprocess.run(["bash", str(recipe / "run.sh"), *args], env=env, capture_output=True, text=True, timeout=600)
-    if check and r.returncode != 0:
-        raise AssertionError(f"run.sh {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-4000:]}")
-    return r
+    return run_recipe(recipe, *args, check=check, timeout=600, OMP_NUM_THREADS=1)
 
 
 def _tar_gz(path: Path, members: dict[str, Path]) -> Path:
@@ -95,9 +88,7 @@ def openslr(tmp_path, shared_data):
 
 @pytest.fixture()
 def recipe(tmp_path):
-    dst = tmp_path / "recipes" / "librispeech"
-    shutil.copytree(REPO / "recipes" / "librispeech", dst, ignore=shutil.ignore_patterns("data", "exp", "downloads"))
-    shutil.copy(REPO / "recipes" / "lib.sh", dst.parent / "lib.sh")
+    dst = copy_recipe("librispeech", tmp_path)
     # a tiny frame-patch model that trains a step in well under a second on CPU
     (dst / "conf" / "tiny_cpu.yaml").write_text("""\
 exp_dir: exp/tiny

@@ -1,34 +1,21 @@
 """The mini recipe's stages end to end at toy size: markers, skipping, options, report."""
-import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _run(recipe: Path, *args, check=True):
-    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
-    return subprocess.run(["bash", str(recipe / "run.sh"), *args], env=env, capture_output=True, text=True,
-                          check=check, timeout=900)
+from tests.recipe_run import copy_recipe, run_recipe
 
 
 @pytest.fixture()
 def recipe(tmp_path):
     """A copy of recipes/mini (scripts and confs only) so the test's data and exp stay in tmp."""
-    dst = tmp_path / "recipes" / "mini"
-    shutil.copytree(REPO / "recipes" / "mini", dst, ignore=shutil.ignore_patterns("data", "exp", "downloads"))
-    shutil.copy(REPO / "recipes" / "lib.sh", dst.parent / "lib.sh")
-    return dst
+    return copy_recipe("mini", tmp_path)
 
 
 def test_help_and_bad_option(recipe):
-    out = _run(recipe, "--help").stdout
+    out = run_recipe(recipe, "--help").stdout
     for name in ("synth", "prepare", "shards", "tokenizer", "train", "average", "decode", "report"):
         assert name in out
-    bad = _run(recipe, "--no-such-option", "1", check=False)
+    bad = run_recipe(recipe, "--no-such-option", "1", check=False)
     assert bad.returncode != 0 and "unknown option --no-such-option" in bad.stderr
 
 
@@ -36,7 +23,7 @@ def test_stages_end_to_end_and_rerun_skips(recipe):
     opts = ["--num-train", "24", "--num-dev", "6", "--num-test", "6", "--exp", "exp/toy",
             "--train-opts", "max_steps=6 checkpoint_every=3 model.encoder.depth=1 model.encoder.embed_dim=32 "
                             "model.encoder.num_heads=2 progress=false data.num_workers=0"]
-    first = _run(recipe, *opts)
+    first = run_recipe(recipe, *opts)
     report = first.stdout
     assert "test (greedy): %WER" in report and "%CER" in report
     done = sorted(p.name for p in (recipe / "exp/toy/.done").iterdir())
@@ -44,8 +31,8 @@ def test_stages_end_to_end_and_rerun_skips(recipe):
     assert (recipe / "exp/toy/model/model.safetensors").exists()
     assert (recipe / "exp/toy/decode_test_greedy/wer.txt").exists()
 
-    again = _run(recipe, *opts, "--stop-stage", "6")
+    again = run_recipe(recipe, *opts, "--stop-stage", "6")
     assert again.stderr.count("skipping") >= 7 and "stage 4 (train): start" not in again.stderr
 
-    forced = _run(recipe, *opts, "--stage", "3", "--stop-stage", "3", "--force")
+    forced = run_recipe(recipe, *opts, "--stage", "3", "--stop-stage", "3", "--force")
     assert "stage 3 (tokenizer): start" in forced.stderr and "stage 2" not in forced.stderr
