@@ -37,8 +37,6 @@ def lj_rows(shared: Path, n: int) -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory, shared_data) -> dict:
     """12 real LJSpeech clips (cut to 2 s) as shards + a character tokenizer."""
-    import torch
-
     from astctc.audio import encode_flac, load_audio
     from astctc.data.manifest import write_manifest
     from astctc.data.shards import write_shards

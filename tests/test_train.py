@@ -51,7 +51,7 @@ def test_resume_after_kill_matches_straight_run(tiny_corpus, tmp_path):
 
     subprocess.run(_train_cmd(tiny_corpus, killed), check=True, env=env, capture_output=True)
     log = (killed / "log.txt").read_text()
-    assert f"resumed from" in log and f"step {at_kill}" in log
+    assert "resumed from" in log and f"step {at_kill}" in log
     a, b = _final_params(straight), _final_params(killed)
     assert a.keys() == b.keys()
     for k in a:
