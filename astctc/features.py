@@ -29,6 +29,9 @@ class FeatureConfig:
     # 4000 keeps every bin on real signal; bins above the band sit at the log floor, move with
     # the recording level, and utterance CMVN turns them into noise
     high_freq: float = 0.0
+    # subtract the utterance's mean log energy (one number over all bins and frames): level
+    # invariance that keeps the spectral shape, which per-bin CMVN removes from a one-word clip
+    utterance_level: bool = False
 
     def frames(self, num_samples: int) -> int:
         """Number of fbank frames Kaldi produces for `num_samples` (snip_edges=True)."""
@@ -65,6 +68,8 @@ def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
         high_freq=cfg.high_freq,
     )
     feats = (feats - cfg.norm_mean) / (2 * cfg.norm_std)
+    if cfg.utterance_level:
+        feats = feats - feats.mean()
     if cfg.utterance_cmvn:
         # the floor keeps a near-constant bin (an empty low mel filter) from blowing up
         feats = (feats - feats.mean(dim=0)) / feats.std(dim=0, unbiased=False).clamp(min=0.01)

@@ -142,3 +142,17 @@ def test_high_freq_keeps_narrow_band_audio_level_invariant(shared_data):
     assert drift[:30].max() < 1e-3 and drift[-6:].mean() > 0.1  # the empty top band moves
     # (the lowest filter, 20-80 Hz, is below what the recording holds and touches the floor too)
     assert (fbank(wav, narrow) - fbank(wav * 10, narrow)).abs()[:, 1:].max() < 1e-3
+
+
+def test_utterance_level_removes_gain_but_keeps_the_spectral_shape(shared_data):
+    """Level normalisation subtracts one number: a louder copy gives the same features, and
+    the vowel colour (each bin's mean over the clip) survives, which per-bin CMVN zeroes."""
+    wav = load_audio(shared_data / "fsdd" / "recordings" / "2_theo_3.wav")
+    level = FeatureConfig(num_mel_bins=40, high_freq=4000, utterance_level=True)
+    plain = FeatureConfig(num_mel_bins=40, high_freq=4000)
+    feats = fbank(wav, level)
+    assert abs(float(feats.mean())) < 1e-5
+    assert (fbank(wav * 10, level) - feats).abs()[:, 1:].max() < 1e-3
+    assert (fbank(wav * 10, plain) - fbank(wav, plain)).abs().mean() > 0.2  # without it, it moves
+    shape = fbank(wav, plain).mean(0) - fbank(wav, plain).mean()
+    assert torch.allclose(feats.mean(0), shape, atol=1e-4) and shape.std() > 0.1
