@@ -23,11 +23,18 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# --train-opts "key=value ..." (recipes that have it) as `astctc train` arguments, to go after
+# the recipe's own --set options so that the user's win
+train_sets=(); for _kv in ${train_opts:-}; do train_sets+=(--set "$_kv"); done
+
+# selected N: is stage N within --stage .. --stop-stage?
+selected() { [ "$1" -ge "$stage" ] && [ "$1" -le "$stop_stage" ]; }
+
 # run_stage N NAME command...: runs when stage <= N <= stop_stage, unless its done-marker
 # exists (then it says so and skips; --force redoes it). The marker is written only on success.
 run_stage() {
   local n=$1 name=$2; shift 2
-  [ "$n" -ge "$stage" ] && [ "$n" -le "$stop_stage" ] || return 0
+  selected "$n" || return 0
   local marker="$done_dir/stage$n.$name.done"
   if [ -f "$marker" ] && [ "$force" != true ]; then
     log "stage $n ($name): done already ($marker), skipping; --force redoes it"
@@ -44,7 +51,7 @@ run_stage() {
 # report is the recipe's answer, printed again on each run.
 report_stage() {
   local n=$1; shift
-  [ "$n" -ge "$stage" ] && [ "$n" -le "$stop_stage" ] || return 0
+  selected "$n" || return 0
   log "stage $n (report)"
   "$@"
 }

@@ -45,7 +45,7 @@ train() {
   for k in $folds; do
     local sets=(--set "exp_dir=$exp/fold$k" --set "data.train=data/cv$k/train" --set "data.valid=data/fold$k/shards")
     [ -n "$init" ] && sets+=(--set "init=$init")
-    for kv in $train_opts; do sets+=(--set "$kv"); done
+    sets+=("${train_sets[@]}")
     astctc train --config "$config" "${sets[@]}" || return 1
   done
 }

@@ -116,7 +116,7 @@ train() {
   if [ ${#langs[@]} -gt 1 ] && grep -q '^ *lang:' "$config"; then
     sets+=(--set "model.classifiers.lang.labels_file=$train_dir/languages.txt")
   fi
-  for kv in $train_opts; do sets+=(--set "$kv"); done
+  sets+=("${train_sets[@]}")
   if [ "$ngpu" -gt 1 ]; then
     torchrun --standalone --nproc_per_node "$ngpu" -m astctc.cli train --config "$config" "${sets[@]}"
   else
@@ -180,4 +180,4 @@ run_stage 6 average average
 run_stage 7 greedy greedy
 run_stage 8 beam beam
 run_stage 9 score score
-if [ 9 -ge "$stage" ] && [ 9 -le "$stop_stage" ] && [ -f "$exp/results.md" ]; then cat "$exp/results.md"; fi
+if selected 9 && [ -f "$exp/results.md" ]; then cat "$exp/results.md"; fi

@@ -48,7 +48,7 @@ shards() {
 # spells words, not letters (character CTC measured 47% WER where word pieces gave 22%)
 tokenizer() { astctc tokenizer --type bpe --vocab-size 60 --manifest data/train/manifest.jsonl --out data/lang; }
 train() {
-  local sets=(--set "exp_dir=$exp"); for kv in $train_opts; do sets+=(--set "$kv"); done
+  local sets=(--set "exp_dir=$exp" "${train_sets[@]}")
   astctc train --config "$config" "${sets[@]}"
 }
 average() { astctc average --exp "$exp" --last 3 --out "$exp/model"; }

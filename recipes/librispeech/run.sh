@@ -101,7 +101,7 @@ lm() {
 train() {
   local sets=(--set "exp_dir=$exp" --set "data.train=$train_dir/shards" --set "data.valid=data/$valid_set/shards"
               --set "data.tokenizer=$lang_dir")
-  for kv in $train_opts; do sets+=(--set "$kv"); done
+  sets+=("${train_sets[@]}")
   if [ "$ngpu" -gt 1 ]; then
     torchrun --standalone --nproc_per_node "$ngpu" -m astctc.cli train --config "$config" "${sets[@]}"
   else
@@ -158,4 +158,4 @@ run_stage 6 average average
 run_stage 7 greedy greedy
 run_stage 8 beam beam
 run_stage 9 score score
-if [ 9 -ge "$stage" ] && [ 9 -le "$stop_stage" ] && [ -f "$exp/results.md" ]; then cat "$exp/results.md"; fi
+if selected 9 && [ -f "$exp/results.md" ]; then cat "$exp/results.md"; fi

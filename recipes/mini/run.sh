@@ -42,7 +42,7 @@ prepare() { for s in train dev test; do astctc manifest --in data/synth/$s/manif
 shards() { for s in train dev test; do astctc shards --manifest data/$s/manifest.jsonl --out data/$s/shards --max-shard-mb 50; done; }
 tokenizer() { astctc tokenizer --type char --manifest data/train/manifest.jsonl --out data/lang; }
 train() {
-  local sets=(--set "exp_dir=$exp"); for kv in $train_opts; do sets+=(--set "$kv"); done
+  local sets=(--set "exp_dir=$exp" "${train_sets[@]}")
   astctc train --config "$config" "${sets[@]}"
 }
 average() { astctc average --exp "$exp" --last 3 --out "$exp/model"; }

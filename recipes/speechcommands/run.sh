@@ -66,7 +66,7 @@ train() {
   local sets=(--set "exp_dir=$exp" --set "data.train=$data/train/shards" --set "data.valid=$data/dev/shards"
               --set "model.classifiers.command.labels_file=$data/labels/command.txt")
   [ -n "$init" ] && sets+=(--set "init=$init")
-  for kv in $train_opts; do sets+=(--set "$kv"); done
+  sets+=("${train_sets[@]}")
   astctc train --config "$config" "${sets[@]}"
 }
 average() { astctc average --exp "$exp" --last 3 --out "$exp/model"; }
