@@ -8,7 +8,8 @@ seconds and encoder tokens per second, step time, peak memory, padding fraction 
 
 MFU counts the model's FLOPs on the valid tokens (padding is waste, not work): per utterance
 of N tokens (P patches), the patch embedding 2*P*pf*pt*D, per block the qkv/proj/MLP matmuls
-(2*N*D*(3D + D + 2*mlp*D)) and attention scores and values 4*N^2*D, and the CTC projection;
+(2*N*D*(3D + D + 2*mlp*D)) and attention scores and values 4*N^2*D, the convolution module
+when configured (2*N*D*3D + 2*P*D*k), and the CTC projection;
 a training step is 3x the forward FLOPs (2x for the patch embedding: no input gradient). Peak: 989 TFLOP/s dense bf16 for H100 SXM and H200
 (NVIDIA's datasheets); other devices need --peak-tflops, else MFU is printed as n/a.
 
@@ -86,6 +87,10 @@ def step_flops(enc: EncoderConfig, ctc_width: int, vocab: int, frames: list[int]
         N = enc.num_cls_tokens + P
         patch += 2 * P * enc.patch_freq * enc.patch_time * D
         fwd += enc.depth * (2 * N * D * (4 * D + 2 * hidden) + 4 * N * N * D)
+        if enc.conv_kernel:  # convolution module: pointwise D->2D and D->D, depthwise over P
+            fwd += enc.depth * (2 * N * D * 3 * D + 2 * P * D * enc.conv_kernel)
+        if enc.conv_pos:
+            fwd += 2 * P * D * enc.conv_pos
         fwd += 2 * cols * ctc_width * vocab
     return 3 * fwd + 2 * patch
 

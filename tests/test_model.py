@@ -10,6 +10,11 @@ from astctc.tokenizer import CharTokenizer
 LAYOUTS = {
     "ast16x16": dict(patch_freq=16, patch_time=16, stride_freq=10, stride_time=10, num_cls_tokens=2),
     "frame": dict(patch_freq=128, patch_time=2, stride_freq=128, stride_time=2, num_cls_tokens=1),
+    # convolutions along time (position embedding + Conformer module) must not see padding either
+    "frame+conv": dict(patch_freq=128, patch_time=2, stride_freq=128, stride_time=2, num_cls_tokens=1,
+                       conv_pos=5, conv_kernel=7),
+    "ast16x16+conv": dict(patch_freq=16, patch_time=16, stride_freq=10, stride_time=10, num_cls_tokens=2,
+                          conv_pos=3, conv_kernel=5),
 }
 
 
@@ -54,6 +59,22 @@ def test_padding_changes_output_without_mask():
         alone = enc(feats[1:, :100]).grid()[0]
     assert torch.allclose(masked, alone, atol=1e-5)
     assert not torch.allclose(unmasked, alone, atol=1e-3)
+
+
+def test_convolutions_leak_padding_when_not_zeroed(monkeypatch):
+    """The conv layouts' invariance test can fail: unzeroed padding reaches valid columns."""
+    from astctc.models.encoder import Grid
+
+    torch.manual_seed(0)
+    enc = ASTEncoder(small("frame+conv")).eval()
+    feats = torch.randn(2, 200, 128)
+    feats[1, 100:] = 0
+    with torch.no_grad():
+        alone = enc(feats[1:, :100]).grid()[0]
+        assert torch.allclose(enc(feats, torch.tensor([200, 100])).grid()[1, :, :50], alone, atol=1e-5)
+        monkeypatch.setattr(Grid, "zero_padding", lambda self, x: x)
+        leaky = enc(feats, torch.tensor([200, 100])).grid()[1, :, :50]
+    assert not torch.allclose(leaky, alone, atol=1e-3)
 
 
 def test_shapes_and_token_counts():

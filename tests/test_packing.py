@@ -54,7 +54,10 @@ def test_packed_equals_padded_outputs_and_gradients(layout):
     for name, p in padded.named_parameters():
         g_a, g_b = p.grad, grads_b[name].grad
         assert g_a is not None and g_b is not None, name
-        assert torch.allclose(g_a, g_b, atol=1e-5, rtol=1e-4), (name, (g_a - g_b).abs().max())
+        # float32 sums over hundreds of tokens in another order: tolerance scales with the
+        # gradient (in float64 the two paths agree to 1e-13)
+        atol = 5e-5 * max(1.0, float(g_a.abs().max()))
+        assert torch.allclose(g_a, g_b, atol=atol, rtol=1e-4), (name, (g_a - g_b).abs().max())
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -38,6 +38,11 @@ class EncoderConfig:
     max_frames: int = 1024  # fbank frames covered by the position table (10.24 s for AST)
     layer_norm_eps: float = 1e-12  # Hugging Face ViT/AST value
     attention: str = "padded"  # padded (SDPA + key-padding mask) | packed (no compute on padding)
+    # local structure for models trained from scratch (0 = off, as in AST): a depthwise
+    # convolution over time added to the patch embeddings (wav2vec2's convolutional position
+    # embedding) and/or a Conformer-style convolution module in every block; kernels in columns
+    conv_pos: int = 0
+    conv_kernel: int = 0
 
     @property
     def freq_rows(self) -> int:
@@ -148,6 +153,57 @@ def packed_attention(q: Tensor, k: Tensor, v: Tensor, packed: Packed, dropout_p:
     return torch.cat(outs)
 
 
+class Grid:
+    """Where the time columns of a token sequence are, so convolutions along time can run on
+    the padded (B, N, D) layout or the packed (tokens, D) one and never see padding."""
+
+    def __init__(self, cfg: EncoderConfig, B: int, columns: int, keep: Tensor | None):
+        self.c, self.rows, self.B, self.T, self.keep = cfg.num_cls_tokens, cfg.freq_rows, B, columns, keep
+
+    def conv(self, x: Tensor, conv: nn.Conv1d) -> Tensor:
+        """`conv` along time over each frequency row of x -> tensor shaped like x; class
+        tokens pass through as zeros, padded columns are zeroed before the convolution."""
+        packed = x.dim() == 2
+        if packed:  # back to (B, N, D) with zeros at the padding
+            x = x.new_zeros(self.B, self.keep.shape[1], x.shape[-1]).index_put((self.keep,), x)
+        else:
+            x = self.zero_padding(x)
+        B, N, D = x.shape
+        grid = x[:, self.c:].reshape(B * self.rows, self.T, D).transpose(1, 2)
+        y = conv(grid).transpose(1, 2).reshape(B, self.rows * self.T, D)
+        y = torch.cat([y.new_zeros(B, self.c, D), y], dim=1)
+        return y[self.keep] if packed else y
+
+    def zero_padding(self, x: Tensor) -> Tensor:
+        return x if self.keep is None else x * self.keep[..., None]
+
+
+def _depthwise(D: int, kernel: int) -> nn.Conv1d:
+    if kernel % 2 == 0:
+        raise ValueError(f"convolution kernels must be odd (centred), got {kernel}")
+    return nn.Conv1d(D, D, kernel, padding=kernel // 2, groups=D)
+
+
+class ConvModule(nn.Module):
+    """Conformer's convolution module (pointwise + GLU, depthwise, norm, SiLU, pointwise), with
+    LayerNorm in place of BatchNorm so an utterance gives the same output alone or in a batch."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        D = cfg.embed_dim
+        self.layernorm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
+        self.pointwise_in = nn.Linear(D, 2 * D)
+        self.depthwise = _depthwise(D, cfg.conv_kernel)
+        self.norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
+        self.pointwise_out = nn.Linear(D, D)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, grid: Grid) -> Tensor:
+        y = F.glu(self.pointwise_in(self.layernorm(x)), dim=-1)
+        y = F.silu(self.norm(grid.conv(y, self.depthwise)))
+        return self.dropout(self.pointwise_out(y))
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -231,9 +287,12 @@ class Block(nn.Module):
         self.layernorm_after = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
         self.intermediate = Intermediate(cfg)
         self.output = Output(cfg)
+        self.conv = ConvModule(cfg) if cfg.conv_kernel else None
 
-    def forward(self, x: Tensor, mask: Tensor | Packed | None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | Packed | None, grid: Grid | None = None) -> Tensor:
         x = x + self.attention(self.layernorm_before(x), mask)
+        if self.conv is not None:
+            x = x + self.conv(x, grid)
         return x + self.output(self.intermediate(self.layernorm_after(x)))
 
 
@@ -265,13 +324,14 @@ class ASTEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg)
+        self.conv_pos = _depthwise(cfg.embed_dim, cfg.conv_pos) if cfg.conv_pos else None
         self.encoder = Layers(cfg)
         self.layernorm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
+            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
@@ -319,17 +379,20 @@ class ASTEncoder(nn.Module):
                 ],
                 dim=1,
             )
+        grid = Grid(cfg, B, total, keep)
+        if self.conv_pos is not None:
+            x = x + F.gelu(grid.conv(x, self.conv_pos))
         if cfg.attention == "packed" and padded:
             lengths_tok = [cfg.num_cls_tokens + cfg.freq_rows * int(c) for c in columns]
             cu = torch.tensor([0] + lengths_tok, device=feats.device).cumsum(0).to(torch.int32)
             packed = Packed(cu, lengths_tok, max(lengths_tok))
             xp = x[keep]  # (tokens, D), utterance after utterance
             for block in self.encoder.layer:
-                xp = block(xp, packed)
+                xp = block(xp, packed, grid)
             xp = self.layernorm(xp)
             out = xp.new_zeros(x.shape[:2] + (xp.shape[-1],)).index_put((keep,), xp)
             return EncoderOutput(out, columns, cfg.num_cls_tokens, cfg.freq_rows)
         mask = keep[:, None, None, :] if padded else None  # (B, 1, 1, N): True = may be attended to
         for block in self.encoder.layer:
-            x = block(x, mask)
+            x = block(x, mask, grid)
         return EncoderOutput(self.layernorm(x), columns, cfg.num_cls_tokens, cfg.freq_rows)
