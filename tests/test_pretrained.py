@@ -189,6 +189,17 @@ def test_ast_into_frame_patches_one_token_and_ctc(hf_ast):
     assert report.notes and "first 1" in report.notes[0]
 
 
+def test_ast_into_encoder_with_convolution_modules(hf_ast):
+    """conv_kernel adds modules AST lacks: they are new, everything AST has still loads."""
+    hf, d = hf_ast
+    ours = _model(**{**AST_ENC, "conv_kernel": 3})
+    report = init_from_pretrained(ours, str(d))
+    conv = [n for n, _ in ours.named_parameters() if ".conv." in n]
+    assert conv and all(report.status(n) == "new" for n in conv)
+    assert report.status("encoder.encoder.layer.1.attention.attention.query.weight") == "loaded"
+    assert not report.unused or all(not u.startswith("encoder.") for u in report.unused)
+
+
 def test_architecture_mismatch_names_the_settings(hf_ast):
     with pytest.raises(ValueError, match=r"model.encoder.embed_dim=64 model.encoder.num_heads=4"):
         init_from_pretrained(_model(**{**AST_ENC, "embed_dim": 32, "num_heads": 2}), str(hf_ast[1]))

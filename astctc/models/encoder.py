@@ -11,6 +11,10 @@ key-padding mask, so an utterance in a padded batch gives the outputs it gives a
 are concatenated into one (tokens, D) sequence, so the linear layers (most of the FLOPs) skip
 the padding, and attention runs per utterance (`packed_attention`). The outputs equal the
 padded path's (tests/test_packing.py); padded positions of the result are zeros.
+
+`conv_kernel` (off by default, so AST checkpoints load as before) adds a Conformer-style
+convolution module to every block: trained from scratch, a plain ViT has to learn locality
+from data and learns slowly (docs/architecture.md has the figures).
 """
 from __future__ import annotations
 
