@@ -157,19 +157,24 @@ def packed_attention(q: Tensor, k: Tensor, v: Tensor, packed: Packed, dropout_p:
     return torch.cat(outs)
 
 
+def unpack(xp: Tensor, keep: Tensor) -> Tensor:
+    """Packed (tokens, D) -> padded (B, N, D) with zeros where `keep` (B, N) is False."""
+    return xp.new_zeros(*keep.shape, xp.shape[-1]).index_put((keep,), xp)
+
+
 class Grid:
     """Where the time columns of a token sequence are, so convolutions along time can run on
     the padded (B, N, D) layout or the packed (tokens, D) one and never see padding."""
 
-    def __init__(self, cfg: EncoderConfig, B: int, columns: int, keep: Tensor | None):
-        self.c, self.rows, self.B, self.T, self.keep = cfg.num_cls_tokens, cfg.freq_rows, B, columns, keep
+    def __init__(self, cfg: EncoderConfig, columns: int, keep: Tensor | None):
+        self.c, self.rows, self.T, self.keep = cfg.num_cls_tokens, cfg.freq_rows, columns, keep
 
     def conv(self, x: Tensor, conv: nn.Conv1d) -> Tensor:
         """`conv` along time over each frequency row of x -> tensor shaped like x; class
         tokens pass through as zeros, padded columns are zeroed before the convolution."""
         packed = x.dim() == 2
         if packed:  # back to (B, N, D) with zeros at the padding
-            x = x.new_zeros(self.B, self.keep.shape[1], x.shape[-1]).index_put((self.keep,), x)
+            x = unpack(x, self.keep)
         else:
             x = self.zero_padding(x)
         B, N, D = x.shape
@@ -383,7 +388,7 @@ class ASTEncoder(nn.Module):
                 ],
                 dim=1,
             )
-        grid = Grid(cfg, B, total, keep)
+        grid = Grid(cfg, total, keep)
         if self.conv_pos is not None:
             x = x + F.gelu(grid.conv(x, self.conv_pos))
         if cfg.attention == "packed" and padded:
@@ -394,8 +399,7 @@ class ASTEncoder(nn.Module):
             for block in self.encoder.layer:
                 xp = block(xp, packed, grid)
             xp = self.layernorm(xp)
-            out = xp.new_zeros(x.shape[:2] + (xp.shape[-1],)).index_put((keep,), xp)
-            return EncoderOutput(out, columns, cfg.num_cls_tokens, cfg.freq_rows)
+            return EncoderOutput(unpack(xp, keep), columns, cfg.num_cls_tokens, cfg.freq_rows)
         mask = keep[:, None, None, :] if padded else None  # (B, 1, 1, N): True = may be attended to
         for block in self.encoder.layer:
             x = block(x, mask, grid)
