@@ -42,6 +42,8 @@ class OptimConfig:
     grad_clip: float = 1.0
     layer_decay: float = 1.0  # < 1: block i of L gets lr*d^(L-i), embeddings lr*d^(L+1), heads lr
     freeze_encoder_steps: int = 0  # encoder gets no gradient (is not stepped) for the first N steps
+    fused: bool = True  # torch's fused AdamW kernel: one pass over all tensors (CPU: 10 -> 2 ms a step
+                        # for the mini model, whose step is ~100-200 ms); false: the per-tensor loop
 
 
 @dataclass
@@ -263,7 +265,9 @@ class Trainer:
                 find_unused_parameters=unused,
             )
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, o), lr=o.lr, betas=tuple(o.betas))
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, o), lr=o.lr, betas=tuple(o.betas), fused=o.fused or None
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(o, cfg.max_steps))
         self.step = 0
         self.epoch = 0
