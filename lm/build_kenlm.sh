@@ -6,9 +6,11 @@
 # tools are C++ programs that Debian does not package. The sdist holds the full C++ tree, so
 # PyPI (reachable from CI) is the only source we need.
 #
-#   lm/build_kenlm.sh [--prefix DIR] [--jobs N] [--force]
+#   lm/build_kenlm.sh [--prefix DIR] [--jobs N] [--python PY] [--force]
 #
-# Installs into DIR/bin; DIR defaults to $VIRTUAL_ENV, else the repository's .venv.
+# Installs into DIR/bin; DIR defaults to $VIRTUAL_ENV, else the repository's .venv. PY is the
+# Python whose pip fetches the sdist (default DIR/bin/python, else python3): `make` passes the
+# system one, so the build can run while the venv is still being installed.
 # A second run finds both programs working and does nothing.
 set -euo pipefail
 
@@ -16,13 +18,15 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 prefix="${VIRTUAL_ENV:-$root/.venv}"
 jobs=2
 force=false
+python=""
 version="${KENLM_VERSION:-0.3.0}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) prefix="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
+    --python) python="$2"; shift 2 ;;
     --force) force=true; shift ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build_kenlm.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -51,7 +55,7 @@ if [ -n "$missing" ]; then
   fi
 fi
 
-python="$prefix/bin/python"; [ -x "$python" ] || python="$(command -v python3)"
+if [ -z "$python" ]; then python="$prefix/bin/python"; [ -x "$python" ] || python="$(command -v python3)"; fi
 t0=$SECONDS
 work="$(mktemp -d "${TMPDIR:-/tmp}/kenlm-build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
