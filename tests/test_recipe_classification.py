@@ -43,7 +43,9 @@ def test_fsdd_recipe(tmp_path, shared_data):
     wav, sr = sf.read(src / "1_theo_4.wav")
     pad = 1e-4 * np.random.default_rng(0).standard_normal(sr // 4)
     sf.write(src / "1_theo_4.wav", np.concatenate([pad, wav, pad]), sr)
-    opts = ["--src", str(src), "--exp", "exp/toy", "--synth-voices", "2", "--train-opts", TOY]
+    tiny = "model.encoder.depth=1 model.encoder.embed_dim=32 model.encoder.num_heads=2 progress=false"
+    opts = ["--src", str(src), "--exp", "exp/toy", "--synth-voices", "2", "--train-opts", TOY,
+            "--pretrain-sentences", "6", "--pretrain-steps", "2", "--pretrain-opts", tiny + " data.num_workers=0"]
     out = run_recipe(recipe, *opts)
     assert "stage 0 (prepare): done" in out.stderr
     test = [json.loads(l) for l in (recipe / "data/test/manifest.jsonl").read_text().splitlines()]
@@ -56,13 +58,17 @@ def test_fsdd_recipe(tmp_path, shared_data):
     assert len(synth) == 20 and {r["labels"]["digit"] for r in synth} == {str(d) for d in range(10)}
     index = json.loads((recipe / "data/train_all/index.json").read_text())
     assert index["count"] == 4 + 20  # george's takes 3-4 of two digits + the synthetic words
+    assert (recipe / "data/pretrain/lang/chars.txt").exists()
+    assert "stage 4 (pretrain): done" in out.stderr and (recipe / "exp/toy/pretrain/model/config.json").exists()
+    log = (recipe / "exp/toy/log.txt").read_text()
+    assert "init from exp/toy/pretrain/model (astctc)" in log and "0 adapted, 6 new" in log  # heads only
     assert "CTC head (greedy): %WER" in out.stdout and "digit head: digit: accuracy" in out.stdout
     scores = json.loads((recipe / "exp/toy/evaluate_test/scores.json").read_text())
     assert scores["digit"]["count"] == 10
     assert (recipe / "exp/toy/decode_test_greedy/wer.txt").exists()
     assert (recipe / "exp/toy/evaluate_test/digit_confusion.png").exists()
-    again = run_recipe(recipe, *opts, "--stop-stage", "7")
-    assert again.stderr.count("skipping") == 8
+    again = run_recipe(recipe, *opts, "--stop-stage", "8")
+    assert again.stderr.count("skipping") == 9
 
 
 def _tiny_speechcommands(shared: Path, root: Path) -> None:
