@@ -23,9 +23,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# --train-opts "key=value ..." (recipes that have it) as `astctc train` arguments, to go after
-# the recipe's own --set options so that the user's win
-train_sets=(); for _kv in ${train_opts:-}; do train_sets+=(--set "$_kv"); done
+# to_sets ARRAY "key=value ...": ARRAY=(--set key=value ...), `astctc train` arguments
+to_sets() { local -n _sets=$1; local _kv; _sets=(); for _kv in $2; do _sets+=(--set "$_kv"); done; }
+# --train-opts "key=value ..." (recipes that have it), to go after the recipe's own --set
+# options so that the user's win
+to_sets train_sets "${train_opts:-}"
 
 # selected N: is stage N within --stage .. --stop-stage?
 selected() { [ "$1" -ge "$stage" ] && [ "$1" -le "$stop_stage" ]; }

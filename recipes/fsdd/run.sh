@@ -42,7 +42,7 @@ Options (defaults):
 "
 . ../lib.sh
 done_dir=$exp/.done
-pretrain_sets=(); for _kv in $pretrain_opts; do pretrain_sets+=(--set "$_kv"); done
+to_sets pretrain_sets "$pretrain_opts"
 export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 
 prepare() { astctc fsdd prepare --src "$src" --out data --test-speakers "$test_speakers"; }
