@@ -13,7 +13,8 @@ log = logging.getLogger("astctc")
 def cmd_synth(a: argparse.Namespace) -> None:
     from .data.synth import synthesize_corpus
 
-    info = synthesize_corpus(a.out, a.num_train, a.num_dev, a.num_test, seed=a.seed, jobs=a.jobs)
+    info = synthesize_corpus(a.out, a.num_train, a.num_dev, a.num_test, seed=a.seed, jobs=a.jobs,
+                             transcript=a.transcript)
     print(json.dumps(info, indent=2, default=str))
 
 
@@ -291,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-test", type=int, default=200)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--jobs", type=int, default=None)
+    s.add_argument("--transcript", choices=["words", "phonemes"], default="words",
+                   help="row text: the sentence, or its IPA as the row's voice says it")
     s.set_defaults(fn=cmd_synth)
 
     s = sub.add_parser("download", help="download and unpack a corpus (librispeech, fleurs)")

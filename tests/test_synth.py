@@ -75,6 +75,24 @@ def test_rerun_skips_done_splits_and_redoes_changed_ones(corpus, tmp_path):
     assert len(list((small / "train" / "audio").iterdir())) == 4
 
 
+@needs_espeak
+def test_phoneme_transcripts_follow_each_voice(tmp_path):
+    exe = synth.check_espeak()
+    # the accent decides the vowel; stress marks go, word breaks stay
+    assert synth.phonemes(exe, "en-us+m1", "two boxes") == "tuː bɑːksᵻz"
+    assert synth.phonemes(exe, "en-gb-scotland", "two") == "tʉː"
+    res = synthesize_corpus(tmp_path, 3, 1, 1, jobs=1, progress=False, transcript="phonemes")
+    assert res["train"]["count"] == 3
+    for r in _rows(tmp_path, "train"):
+        assert r["text"] == synth.phonemes(exe, r["speaker"], r["words"]) == normalize(r["text"])
+    # a word corpus in the same place is redone, not taken for the phoneme one
+    res = synthesize_corpus(tmp_path, 3, 1, 1, jobs=1, progress=False)
+    assert not any(r["skipped"] for r in res.values())
+    assert "words" not in _rows(tmp_path, "train")[0]
+    with pytest.raises(ValueError, match="transcript"):
+        synthesize_corpus(tmp_path, 3, 1, 1, progress=False, transcript="ipa")
+
+
 def test_split_sentences_disjoint():
     texts = synth._split_sentences(0, {"train": 2000, "dev": 100, "test": 200})
     train = set(texts["train"])
