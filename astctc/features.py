@@ -121,11 +121,14 @@ class AugmentConfig:
 
     Speed perturbation (Ko et al. 2015, Kaldi's 0.9/1.0/1.1) changes tempo and pitch together;
     the mel-axis warp (like VTLP, Jaitly & Hinton 2013) stretches the spectrum as a longer or
-    shorter vocal tract would, moving formants without touching timing.
+    shorter vocal tract would, moving formants without touching timing; tempo does the opposite,
+    a faster or slower talker with the same voice (as lhotse's tempo perturbation, here on the
+    features: frames resampled in time).
     """
 
     speeds: list[float] = field(default_factory=lambda: [1.0])
     freq_warp: float = 0.0  # max relative stretch of the mel axis, e.g. 0.1 = +-10%
+    tempo: float = 0.0  # max relative change of the speaking rate (pitch and formants kept), 0.2 = +-20%
 
 
 def speed_perturb(wav: torch.Tensor, speed: float, sample_rate: int = 16000) -> torch.Tensor:
@@ -147,3 +150,17 @@ def freq_warp(feats: torch.Tensor, factor: float) -> torch.Tensor:
     hi = (lo + 1).clamp(max=F_ - 1)
     w = (pos - lo.float())[None, :]
     return feats[:, lo] * (1 - w) + feats[:, hi] * w
+
+
+def time_stretch(feats: torch.Tensor, factor: float) -> torch.Tensor:
+    """(T, F) features as if spoken `factor` times faster: round(T / factor) frames linearly
+    interpolated from the originals (the spectrum of each frame, so pitch and formants, kept)."""
+    T = feats.shape[0]
+    n = max(1, round(T / factor))
+    if factor == 1.0 or n == T or T < 2:
+        return feats
+    pos = torch.arange(n, dtype=torch.float32) * ((T - 1) / max(n - 1, 1))
+    lo = pos.floor().long().clamp(max=T - 1)
+    hi = (lo + 1).clamp(max=T - 1)
+    w = (pos - lo.float())[:, None]
+    return feats[lo] * (1 - w) + feats[hi] * w

@@ -120,6 +120,36 @@ def test_freq_warp_moves_energy_along_mel_axis():
     assert up.shape == feats.shape
 
 
+def test_time_stretch_changes_rate_not_spectrum():
+    from astctc.features import time_stretch
+
+    # a "word": 20 frames of one spectrum, then 40 of another
+    feats = torch.zeros(60, 40)
+    feats[:20, 5], feats[20:, 30] = 1.0, 1.0
+    fast, slow = time_stretch(feats, 1.25), time_stretch(feats, 0.8)
+    assert fast.shape == (48, 40) and slow.shape == (75, 40)
+    for out in (fast, slow):  # each frame still one of the two spectra (or a blend at the edge)
+        assert torch.equal(out[0], feats[0]) and torch.equal(out[-1], feats[-1])
+        assert torch.allclose(out.sum(1), torch.ones(out.shape[0]))
+        assert set(out.argmax(1).tolist()) == {5, 30}
+    # ...in the same proportion: the first sound keeps a third of the clip
+    assert int((fast[:, 5] > 0.5).sum()) == 16 and int((slow[:, 5] > 0.5).sum()) == 25
+    assert time_stretch(feats, 1.0) is feats
+
+
+def test_featurizer_tempo_is_seeded_per_utterance():
+    from astctc.data.pipeline import Featurizer
+    from astctc.features import AugmentConfig
+
+    wav = torch.randn(16000) * 0.1
+    f = Featurizer(FeatureConfig(), None, None, seed=0, perturb=AugmentConfig(tempo=0.3))
+    lengths = {f({"id": f"u{i}", "wav": wav, "text": ""})["feats"].shape[0] for i in range(8)}
+    assert len(lengths) > 1 and all(98 / 1.3 - 1 <= n <= 98 / 0.7 + 1 for n in lengths)
+    a, b = (Featurizer(FeatureConfig(), None, None, seed=0, perturb=AugmentConfig(tempo=0.3))(
+        {"id": "u1", "wav": wav, "text": ""})["feats"] for _ in range(2))
+    assert torch.equal(a, b)
+
+
 def test_utterance_cmvn():
     torch.manual_seed(0)
     wav = torch.randn(16000) * 0.1

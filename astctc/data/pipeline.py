@@ -25,6 +25,7 @@ from ..features import (
     freq_warp,
     spec_augment,
     speed_perturb,
+    time_stretch,
 )
 from ..models.heads import ClassifierConfig
 from ..text import normalize
@@ -142,8 +143,11 @@ class Featurizer:
         return item
 
     def features_of(self, wav: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
-        """fbank, then the feature-level augmentations (mel warp, SpecAugment) drawn from g."""
+        """fbank, then the feature-level augmentations (tempo, mel warp, SpecAugment) drawn from g."""
         feats = fbank(wav, self.features)
+        if self.perturb is not None and self.perturb.tempo > 0:
+            w = self.perturb.tempo
+            feats = time_stretch(feats, 1 + (2 * float(torch.rand(1, generator=g)) - 1) * w)
         if self.perturb is not None and self.perturb.freq_warp > 0:
             w = self.perturb.freq_warp
             feats = freq_warp(feats, 1 + (2 * float(torch.rand(1, generator=g)) - 1) * w)
