@@ -259,11 +259,16 @@ def _init_worker():
 _STRESS = re.compile("[\u02c8\u02cc]")  # IPA primary and secondary stress
 
 
+def _clean_ipa(out: str) -> str:
+    """espeak-ng's --ipa output -> stress marks dropped, one space between words (it breaks long
+    sentences over lines)."""
+    return " ".join(_STRESS.sub("", out).split())
+
+
 def phonemes(exe: str, voice: str, text: str) -> str:
-    """espeak-ng's IPA for `text` in `voice`'s accent: stress marks dropped, one space between
-    words (espeak-ng breaks long sentences over lines)."""
+    """espeak-ng's IPA for `text` in `voice`'s accent (what `transcript="phonemes"` writes)."""
     proc = subprocess.run([exe, "-q", "--ipa", "-v", voice, text], capture_output=True, text=True)
-    ipa = " ".join(_STRESS.sub("", proc.stdout).split())
+    ipa = _clean_ipa(proc.stdout)
     if proc.returncode != 0 or not ipa:
         raise RuntimeError(f"espeak-ng gave no phonemes for {text!r} in voice {voice}: {proc.stderr.strip()}")
     return ipa
@@ -276,20 +281,26 @@ def _synth_one(job: dict) -> tuple[str, float, str | None]:
 
     from astctc.audio import SAMPLE_RATE, encode_flac, load_audio
 
+    path = Path(job["path"])
     # -a 75 (default 100) leaves headroom: loud variants (Andy, Lee) otherwise reach full scale
-    cmd = [job["exe"], "-v", job["voice"], "-s", str(job["rate"]), "-p", str(job["pitch"]),
-           "-a", "75", "--stdout", job["text"]]
-    proc = subprocess.run(cmd, capture_output=True)
-    if proc.returncode != 0 or len(proc.stdout) < 100:
+    cmd = [job["exe"], "-v", job["voice"], "-s", str(job["rate"]), "-p", str(job["pitch"]), "-a", "75"]
+    # phonemes come from the same call (--ipa prints them while -w writes the audio): one process
+    # an utterance, not two
+    espeak_wav = path.with_suffix(".espeak.wav") if job.get("phonemes") else None
+    cmd += ["--ipa", "-w", str(espeak_wav)] if espeak_wav else ["--stdout"]
+    proc = subprocess.run(cmd + [job["text"]], capture_output=True)
+    audio = espeak_wav.read_bytes() if espeak_wav and espeak_wav.exists() else proc.stdout
+    if espeak_wav:
+        espeak_wav.unlink(missing_ok=True)
+    ipa = _clean_ipa(proc.stdout.decode(errors="replace")) if espeak_wav else None
+    if proc.returncode != 0 or len(audio) < 100 or ipa == "":
         raise RuntimeError(f"espeak-ng failed for {job['id']} ({' '.join(cmd)}): "
                            f"{proc.stderr.decode(errors='replace').strip()}")
-    wav = load_audio(proc.stdout, SAMPLE_RATE, name=job["id"]).numpy()
+    wav = load_audio(audio, SAMPLE_RATE, name=job["id"]).numpy()
     wav = _trim(wav, SAMPLE_RATE)
-    path = Path(job["path"])
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(encode_flac(torch.from_numpy(np.ascontiguousarray(wav)), SAMPLE_RATE))
     os.replace(tmp, path)
-    ipa = phonemes(job["exe"], job["voice"], job["text"]) if job.get("phonemes") else None
     return job["id"], len(wav) / SAMPLE_RATE, ipa
 
 
