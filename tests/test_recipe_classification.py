@@ -58,6 +58,8 @@ def test_fsdd_recipe(tmp_path, shared_data):
     assert len(synth) == 20 and {r["labels"]["digit"] for r in synth} == {str(d) for d in range(10)}
     index = json.loads((recipe / "data/train_all/index.json").read_text())
     assert index["count"] == 4 + 20  # george's takes 3-4 of two digits + the synthetic words
+    pre = [json.loads(l) for l in (recipe / "data/pretrain/train/manifest.jsonl").read_text().splitlines()]
+    assert len(pre) == 6 and all(r["text"] != r["words"] for r in pre)  # phonemes (IPA), not spelling
     assert (recipe / "data/pretrain/lang/chars.txt").exists()
     assert "stage 4 (pretrain): done" in out.stderr and (recipe / "exp/toy/pretrain/model/config.json").exists()
     log = (recipe / "exp/toy/log.txt").read_text()

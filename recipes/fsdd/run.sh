@@ -10,7 +10,7 @@ src=../../../shared/data/fsdd/recordings
 test_speakers=theo
 synth_voices=100   # espeak-ng voices speaking the ten words, added to training (0: none)
 pretrain_sentences=4000  # espeak-ng English sentences (the mini recipe's generator) to pretrain on
-pretrain_steps=1600      # character-CTC pretraining of the encoder on them (0: train from scratch)
+pretrain_steps=1600      # phoneme-CTC pretraining of the encoder on them (0: train from scratch)
 pretrain_opts=""   # extra --set overrides for pretraining (train_opts apply to stage 5 only)
 config=conf/train.yaml
 exp=exp/fsdd
@@ -22,11 +22,12 @@ usage="Usage: recipes/fsdd/run.sh [--stage N] [--stop-stage M] [--force] [option
 Stages:
   0 prepare    recordings -> silence-trimmed data/{train,dev,test} (test: $test_speakers) + data/labels/digit.txt
   1 synth      the ten words in $synth_voices espeak-ng voices, band-limited like FSDD -> data/synth;
-               $pretrain_sentences English sentences in other espeak-ng voices -> data/pretrain
+               $pretrain_sentences English sentences in other espeak-ng voices, transcribed in IPA as
+               each voice's accent says them -> data/pretrain
   2 shards     webdataset shards -> data/<set>/shards; data/train_all = train + synth (an index, no copies)
   3 tokenizer  SentencePiece BPE over the digit words (each word one piece) -> data/lang;
-               characters of the sentences -> data/pretrain/lang
-  4 pretrain   the same encoder with a character CTC head on the sentences, $pretrain_steps steps
+               the IPA symbols of the sentences -> data/pretrain/lang
+  4 pretrain   the same encoder with a phoneme CTC head on the sentences, $pretrain_steps steps
                -> $exp/pretrain/model (skipped with --pretrain-steps 0)
   5 train      joint CTC + digit classifier on CPU, from the pretrained encoder -> $exp
                (resumes from its last checkpoint if killed)
@@ -52,8 +53,9 @@ synth() {
   # sentences: every phone in many contexts, where the digit words show each in one; the mini
   # recipe's corpus, whose test voices are not needed here. No band-limiting: the mel filters
   # stop at 4 kHz (conf), so what lies above FSDD's band never reaches the model.
+  # Phonemes, not letters: the encoder learns to hear phones, not English spelling (conf/train.yaml)
   [ "$pretrain_steps" -eq 0 ] || astctc synth --out data/pretrain --num-train "$pretrain_sentences" \
-    --num-dev 50 --num-test 0
+    --num-dev 50 --num-test 0 --transcript phonemes
 }
 shards() {
   local sets=(train dev test) all=(data/train/shards)
@@ -72,7 +74,7 @@ tokenizer() {
   [ ! -f data/pretrain/train/manifest.jsonl ] || \
     astctc tokenizer --type char --manifest data/pretrain/train/manifest.jsonl --out data/pretrain/lang
 }
-# The encoder of $config, its heads swapped for one character CTC head: what is learnt is which
+# The encoder of $config, its heads swapped for one phoneme CTC head: what is learnt is which
 # sounds are which phones, across many voices; the digit model then starts from that encoder
 # (its own CTC and digit heads start new). Clips up to 5 s: the encoder's position table.
 pretrain() {
