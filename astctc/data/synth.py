@@ -289,8 +289,9 @@ def _synth_one(job: dict) -> tuple[str, float, str | None]:
     espeak_wav = path.with_suffix(".espeak.wav") if job.get("phonemes") else None
     cmd += ["--ipa", "-w", str(espeak_wav)] if espeak_wav else ["--stdout"]
     proc = subprocess.run(cmd + [job["text"]], capture_output=True)
-    audio = espeak_wav.read_bytes() if espeak_wav and espeak_wav.exists() else proc.stdout
+    audio = proc.stdout
     if espeak_wav:
+        audio = espeak_wav.read_bytes() if espeak_wav.exists() else b""
         espeak_wav.unlink(missing_ok=True)
     ipa = _clean_ipa(proc.stdout.decode(errors="replace")) if espeak_wav else None
     if proc.returncode != 0 or len(audio) < 100 or ipa == "":
