@@ -279,6 +279,7 @@ def _beam_options(s: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.synth import TRANSCRIPTS
     from .decode import ALPHA_GRID, BETA_GRID
 
     p = argparse.ArgumentParser(prog="astctc", description=__doc__)
@@ -292,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-test", type=int, default=200)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--jobs", type=int, default=None)
-    s.add_argument("--transcript", choices=["words", "phonemes"], default="words",
+    s.add_argument("--transcript", choices=TRANSCRIPTS, default="words",
                    help="row text: the sentence, or its IPA as the row's voice says it")
     s.set_defaults(fn=cmd_synth)
 

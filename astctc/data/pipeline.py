@@ -145,12 +145,14 @@ class Featurizer:
     def features_of(self, wav: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
         """fbank, then the feature-level augmentations (tempo, mel warp, SpecAugment) drawn from g."""
         feats = fbank(wav, self.features)
+
+        def factor(w: float) -> float:  # uniform in [1 - w, 1 + w]
+            return 1 + (2 * float(torch.rand(1, generator=g)) - 1) * w
+
         if self.perturb is not None and self.perturb.tempo > 0:
-            w = self.perturb.tempo
-            feats = time_stretch(feats, 1 + (2 * float(torch.rand(1, generator=g)) - 1) * w)
+            feats = time_stretch(feats, factor(self.perturb.tempo))
         if self.perturb is not None and self.perturb.freq_warp > 0:
-            w = self.perturb.freq_warp
-            feats = freq_warp(feats, 1 + (2 * float(torch.rand(1, generator=g)) - 1) * w)
+            feats = freq_warp(feats, factor(self.perturb.freq_warp))
         if self.augment is not None and self.augment.enabled:
             feats = spec_augment(feats, self.augment, g)
         return feats
