@@ -29,10 +29,11 @@ def recipe_env(**env) -> dict[str, str]:
     return environ
 
 
-def run_recipe(recipe: Path, *args, check: bool = True, timeout: int = 900, **env) -> subprocess.CompletedProcess:
-    """bash run.sh ARGS in recipe_env(**env); check: a non-zero exit raises with the tail of stderr."""
-    r = subprocess.run(["bash", str(recipe / "run.sh"), *args], env=recipe_env(**env), capture_output=True,
+def run_recipe(recipe: Path, *args, check: bool = True, timeout: int = 900, script: str = "run.sh",
+               **env) -> subprocess.CompletedProcess:
+    """bash SCRIPT ARGS in recipe_env(**env); check: a non-zero exit raises with the tail of stderr."""
+    r = subprocess.run(["bash", str(recipe / script), *args], env=recipe_env(**env), capture_output=True,
                        text=True, timeout=timeout)
     if check and r.returncode != 0:
-        raise AssertionError(f"{recipe.name}/run.sh {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-4000:]}")
+        raise AssertionError(f"{recipe.name}/{script} {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-4000:]}")
     return r

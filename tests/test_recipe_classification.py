@@ -72,6 +72,21 @@ def test_fsdd_recipe(tmp_path, shared_data):
     again = run_recipe(recipe, *opts, "--stop-stage", "8")
     assert again.stderr.count("skipping") == 9
 
+    # leave-one-speaker-out: george held out, from the main run's pretrained encoder
+    fold_opts = f"--src {src} --synth-voices 2 --train-opts '{TOY}'"
+    cv = run_recipe(recipe, "--exp", "exp/toy", "--speakers", "george", "--run-opts", fold_opts,
+                    script="crossval.sh")
+    fold = [json.loads(l) for l in (recipe / "data/cv/george/test/manifest.jsonl").read_text().splitlines()]
+    assert len(fold) == 10 and {r["speaker"] for r in fold} == {"george"}
+    assert not (recipe / "data/cv/george/pretrain").exists()  # no sentences: the encoder is given
+    assert "stage 4 (pretrain): done" in cv.stderr and "--init exp/toy/pretrain/model" in cv.stderr
+    log = (recipe / "exp/toy/cv/george/log.txt").read_text()
+    assert "init from exp/toy/pretrain/model (astctc)" in log
+    rows = (recipe / "exp/toy/cv/folds.txt").read_text().splitlines()
+    acc = float(json.loads((recipe / "exp/toy/cv/george/evaluate_test/scores.json").read_text())["digit"]["accuracy"])
+    assert rows[0].split()[0] == "george" and float(rows[0].split()[1].rstrip("%")) == pytest.approx(acc, abs=0.01)
+    assert rows[-1].split()[0] == "mean" and rows[-1].split()[1:] == rows[0].split()[1:]
+
 
 def _tiny_speechcommands(shared: Path, root: Path) -> None:
     """The full archive's layout from shared clips: word folders, _background_noise_, lists."""
