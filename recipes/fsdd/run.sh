@@ -51,31 +51,31 @@ export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 
 prepare() { astctc fsdd prepare --src "$src" --out "$data" --test-speakers "$test_speakers"; }
 synth() {
-  rm -rf $data/synth $data/pretrain
-  [ "$synth_voices" -eq 0 ] || astctc fsdd synth --out $data/synth --voices "$synth_voices"
+  rm -rf "$data/synth" "$data/pretrain"
+  [ "$synth_voices" -eq 0 ] || astctc fsdd synth --out "$data/synth" --voices "$synth_voices"
   # sentences: every phone in many contexts, where the digit words show each in one; the mini
   # recipe's corpus, whose test voices are not needed here. No band-limiting: the mel filters
   # stop at 4 kHz (conf), so what lies above FSDD's band never reaches the model.
   # Phonemes, not letters: the encoder learns to hear phones, not English spelling (conf/train.yaml)
-  [ "$pretrain_steps" -eq 0 ] || [ -n "$init" ] || astctc synth --out $data/pretrain --num-train "$pretrain_sentences" \
+  [ "$pretrain_steps" -eq 0 ] || [ -n "$init" ] || astctc synth --out "$data/pretrain" --num-train "$pretrain_sentences" \
     --num-dev 50 --num-test 0 --transcript phonemes
 }
 shards() {
-  local sets=(train dev test) all=($data/train/shards)
-  if [ -f $data/synth/manifest.jsonl ]; then sets+=(synth); all+=($data/synth/shards); fi
+  local sets=(train dev test) all=("$data/train/shards")
+  if [ -f "$data/synth/manifest.jsonl" ]; then sets+=(synth); all+=("$data/synth/shards"); fi
   # many small shards, read in shuffled order: real and synthetic clips mix within an epoch
-  for s in "${sets[@]}"; do astctc shards --manifest $data/$s/manifest.jsonl --out $data/$s/shards --max-shard-count 150; done
-  astctc combine --out $data/train_all "${all[@]}"
+  for s in "${sets[@]}"; do astctc shards --manifest "$data/$s/manifest.jsonl" --out "$data/$s/shards" --max-shard-count 150; done
+  astctc combine --out "$data/train_all" "${all[@]}"
   for s in train dev; do
-    [ ! -f $data/pretrain/$s/manifest.jsonl ] || astctc shards --manifest $data/pretrain/$s/manifest.jsonl --out $data/pretrain/$s/shards
+    [ ! -f "$data/pretrain/$s/manifest.jsonl" ] || astctc shards --manifest "$data/pretrain/$s/manifest.jsonl" --out "$data/pretrain/$s/shards"
   done
 }
 # BPE with room for whole words: with ten words every word becomes one piece, so the CTC head
 # spells words, not letters (character CTC measured 47% WER where word pieces gave 22%)
 tokenizer() {
-  astctc tokenizer --type bpe --vocab-size 60 --manifest $data/train/manifest.jsonl --out $data/lang
-  [ ! -f $data/pretrain/train/manifest.jsonl ] || \
-    astctc tokenizer --type char --manifest $data/pretrain/train/manifest.jsonl --out $data/pretrain/lang
+  astctc tokenizer --type bpe --vocab-size 60 --manifest "$data/train/manifest.jsonl" --out "$data/lang"
+  [ ! -f "$data/pretrain/train/manifest.jsonl" ] || \
+    astctc tokenizer --type char --manifest "$data/pretrain/train/manifest.jsonl" --out "$data/pretrain/lang"
 }
 # The encoder of $config, its heads swapped for one phoneme CTC head: what is learnt is which
 # sounds are which phones, across many voices; the digit model then starts from that encoder
@@ -84,8 +84,8 @@ pretrain() {
   if [ -n "$init" ]; then log "--init $init: stage 5 starts from it"; return 0; fi
   if [ "$pretrain_steps" -eq 0 ]; then log "--pretrain-steps 0: training from scratch"; return 0; fi
   astctc train --config "$config" --set "exp_dir=$exp/pretrain" --set "max_steps=$pretrain_steps" \
-    --set "model.classifiers={}" --set "loss_weights={}" --set data.train=$data/pretrain/train/shards \
-    --set data.valid=$data/pretrain/dev/shards --set data.tokenizer=$data/pretrain/lang \
+    --set "model.classifiers={}" --set "loss_weights={}" --set data.train="$data/pretrain/train/shards" \
+    --set data.valid="$data/pretrain/dev/shards" --set data.tokenizer="$data/pretrain/lang" \
     --set data.max_batch_seconds=10 --set data.num_buckets=0 --set data.max_duration=5.0 \
     --set optim.lr=2e-3 --set optim.warmup_steps=200 --set "checkpoint_every=$pretrain_steps" --set keep_checkpoints=1 \
     "${pretrain_sets[@]}"
@@ -99,8 +99,8 @@ train() {
   astctc train --config "$config" "${sets[@]}" "${train_sets[@]}"
 }
 average() { astctc average --exp "$exp" --last 3 --out "$exp/model"; }
-decode() { astctc decode --model "$exp/model" --data $data/test/shards --out "$exp/decode_test_greedy"; }
-evaluate() { astctc evaluate --model "$exp/model" --data $data/test/shards --out "$exp/evaluate_test"; }
+decode() { astctc decode --model "$exp/model" --data "$data/test/shards" --out "$exp/decode_test_greedy"; }
+evaluate() { astctc evaluate --model "$exp/model" --data "$data/test/shards" --out "$exp/evaluate_test"; }
 report() {
   echo "test ($test_speakers), CTC head (greedy): $(head -n 1 "$exp/decode_test_greedy/wer.txt")"
   echo "test ($test_speakers), digit head: $(head -n 1 "$exp/evaluate_test/digit.txt")"
