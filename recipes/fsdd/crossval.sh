@@ -6,8 +6,6 @@
 # same for every fold and is not repeated.
 cd "$(dirname "$0")"
 
-stage=0
-stop_stage=100
 force=false
 speakers="george jackson lucas nicolas yweweler"  # theo is the main run's (run.sh)
 exp=exp/fsdd      # the main run: its $exp/pretrain/model starts every fold
