@@ -140,16 +140,22 @@ def speed_perturb(wav: torch.Tensor, speed: float, sample_rate: int = 16000) -> 
     return resample(wav, int(round(sample_rate * speed)), sample_rate)
 
 
+def _lerp(feats: torch.Tensor, pos: torch.Tensor, dim: int) -> torch.Tensor:
+    """(T, F) features read at fractional positions `pos` (within the axis) along `dim` (0: time,
+    1: mel bins), linearly interpolated between neighbours."""
+    last = feats.shape[dim] - 1
+    lo = pos.floor().long().clamp(max=last)
+    hi = (lo + 1).clamp(max=last)
+    w = (pos - lo.float()).unsqueeze(1 - dim)
+    return feats.index_select(dim, lo) * (1 - w) + feats.index_select(dim, hi) * w
+
+
 def freq_warp(feats: torch.Tensor, factor: float) -> torch.Tensor:
     """Stretch the mel axis of (T, F) features by `factor` (>1 moves energy up), linearly."""
     if factor == 1.0:
         return feats
     F_ = feats.shape[1]
-    pos = (torch.arange(F_, dtype=torch.float32) / factor).clamp(0, F_ - 1)
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp(max=F_ - 1)
-    w = (pos - lo.float())[None, :]
-    return feats[:, lo] * (1 - w) + feats[:, hi] * w
+    return _lerp(feats, (torch.arange(F_, dtype=torch.float32) / factor).clamp(0, F_ - 1), dim=1)
 
 
 def time_stretch(feats: torch.Tensor, factor: float) -> torch.Tensor:
@@ -159,8 +165,4 @@ def time_stretch(feats: torch.Tensor, factor: float) -> torch.Tensor:
     n = max(1, round(T / factor))
     if factor == 1.0 or n == T or T < 2:
         return feats
-    pos = torch.arange(n, dtype=torch.float32) * ((T - 1) / max(n - 1, 1))
-    lo = pos.floor().long().clamp(max=T - 1)
-    hi = (lo + 1).clamp(max=T - 1)
-    w = (pos - lo.float())[:, None]
-    return feats[lo] * (1 - w) + feats[hi] * w
+    return _lerp(feats, torch.arange(n, dtype=torch.float32) * ((T - 1) / max(n - 1, 1)), dim=0)
