@@ -216,6 +216,33 @@ def test_mixup_batches(joint_corpus, tmp_path):
             assert torch.equal(x["feats"], y["feats"])
 
 
+def test_mixup_with_text_drops_the_transcript_of_a_mixed_item(joint_corpus, tmp_path):
+    """with_text: transcribed items with a label are mixed too, and a mixed item keeps no CTC
+    target (a transcript cannot be mixed); an item with a transcript and no label is untouched."""
+    from astctc.data.mixup import Mixup, MixupConfig
+    from astctc.data.pipeline import Featurizer, collate
+    from astctc.data.shards import ShardDataset
+
+    tr = Trainer(_config(joint_corpus, tmp_path))
+    f = Featurizer(tr.cfg.features, tr.tokenizer, heads=tr.cfg.model.classifiers)
+    items = list(ShardDataset(joint_corpus["shards"], shuffle=False, transform=f))
+    out = Mixup(MixupConfig(prob=1.0, alpha=1.0, with_text=True), f)(items)
+    mixed_text = 0
+    for before, after in zip(items, out):
+        if not before["labels"]:
+            assert after is before
+            continue
+        partner_id, lam = after["mixed"]
+        partner = next(it for it in items if it["id"] == partner_id)
+        assert partner["labels"] and len(after["targets"]) == 0
+        want = lam * before["labels"]["digit"] + (1 - lam) * partner["labels"]["digit"]
+        assert torch.allclose(after["labels"]["digit"], want)
+        mixed_text += len(before["targets"]) > 0
+    assert mixed_text == 8
+    batch = collate(out)
+    assert int((batch["target_lengths"] > 0).sum()) == 8  # only the label-less transcribed items
+
+
 # ---- balanced sampling ----------------------------------------------------------------------
 
 

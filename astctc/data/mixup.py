@@ -6,9 +6,10 @@ same mixture of the two targets. `level: waveform` mixes the audio and recompute
 (AST's way); `level: fbank` mixes the normalised log-mel matrices (cheaper, no second fbank).
 
 CTC: a transcript cannot be mixed (there is no "0.6 of 'yes' and 0.4 of 'no'" token sequence),
-so only items *without* a transcript take part, as the mixed item or as its partner. A joint
-batch mixes its classification-only items and leaves its transcribed ones untouched; a batch
-where every item has a transcript is not mixed at all.
+so by default only items *without* a transcript take part, as the mixed item or as its partner:
+a joint batch mixes its classification-only items and leaves its transcribed ones untouched.
+`with_text: true` lets transcribed items take part too; a mixed item then drops its transcript
+(CTC skips it, its classifier targets are mixed), so the CTC head trains on the unmixed rest.
 
 Randomness comes from (seed, epoch, the batch's ids), so a batch stays a pure function of the
 data position and a resumed run mixes exactly as an uninterrupted one.
@@ -27,6 +28,7 @@ class MixupConfig:
     prob: float = 0.0  # probability that an eligible training item is mixed (AST: 0.5); 0 = off
     alpha: float = 10.0  # lam ~ Beta(alpha, alpha); AST uses 10 (lam near 0.5)
     level: str = "fbank"  # fbank | waveform
+    with_text: bool = False  # transcribed items take part too (a mixed one loses its transcript)
 
 
 def mix_targets(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], lam: float) -> dict[str, torch.Tensor]:
@@ -62,7 +64,7 @@ class Mixup:
 
     def __call__(self, items: list[dict]) -> list[dict]:
         f = self.featurizer
-        pool = [i for i, it in enumerate(items) if it.get("labels") and not _has_text(it)]
+        pool = [i for i, it in enumerate(items) if it.get("labels") and (self.cfg.with_text or not _has_text(it))]
         if self.cfg.prob <= 0 or len(pool) < 2:
             return [self._strip(it) for it in items]
         rng = random.Random(f"mixup:{f.seed}:{f.epoch}:" + "|".join(it["id"] for it in items))
@@ -78,6 +80,8 @@ class Mixup:
 
     def _mix(self, a: dict, b: dict, lam: float) -> dict:
         item = dict(a, labels=mix_targets(a["labels"], b["labels"], lam), mixed=(b["id"], lam))
+        if "targets" in a:  # a transcript cannot be mixed: CTC skips this item
+            item["targets"] = a["targets"][:0]
         if self.cfg.level == "waveform":
             wav = lam * a["wav"] + (1 - lam) * _fit(b["wav"], a["wav"].shape[0])
             key = f"{self.featurizer.seed}/{self.featurizer.epoch}/{a['id']}/mix"
