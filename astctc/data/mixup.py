@@ -64,7 +64,7 @@ class Mixup:
 
     def __call__(self, items: list[dict]) -> list[dict]:
         f = self.featurizer
-        pool = [i for i, it in enumerate(items) if it.get("labels") and (self.cfg.with_text or not _has_text(it))]
+        pool = [i for i, it in enumerate(items) if self._eligible(it)]
         if self.cfg.prob <= 0 or len(pool) < 2:
             return [self._strip(it) for it in items]
         rng = random.Random(f"mixup:{f.seed}:{f.epoch}:" + "|".join(it["id"] for it in items))
@@ -77,6 +77,10 @@ class Mixup:
             lam = rng.betavariate(self.cfg.alpha, self.cfg.alpha)
             out[i] = self._mix(originals[i], originals[j], lam)
         return [self._strip(it) for it in out]
+
+    def _eligible(self, item: dict) -> bool:
+        """Whether the item may be mixed: it has a label, and no transcript unless with_text."""
+        return bool(item.get("labels")) and (self.cfg.with_text or not _has_text(item))
 
     def _mix(self, a: dict, b: dict, lam: float) -> dict:
         item = dict(a, labels=mix_targets(a["labels"], b["labels"], lam), mixed=(b["id"], lam))
