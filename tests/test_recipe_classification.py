@@ -79,6 +79,9 @@ def test_fsdd_recipe(tmp_path, shared_data):
     fold = [json.loads(l) for l in (recipe / "data/cv/george/test/manifest.jsonl").read_text().splitlines()]
     assert len(fold) == 10 and {r["speaker"] for r in fold} == {"george"}
     assert not (recipe / "data/cv/george/pretrain").exists()  # no sentences: the encoder is given
+    assert not (recipe / "data/cv/george/synth").exists()  # nor words: the main run's are shared
+    index = json.loads((recipe / "data/cv/george/train_all/index.json").read_text())
+    assert index["count"] == 4 + 20  # theo's takes 3-4 of two digits + the main run's synthetic words
     assert "stage 4 (pretrain): done" in cv.stderr and "--init exp/toy/pretrain/model" in cv.stderr
     log = (recipe / "exp/toy/cv/george/log.txt").read_text()
     assert "init from exp/toy/pretrain/model (astctc)" in log

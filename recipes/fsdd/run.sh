@@ -15,6 +15,8 @@ pretrain_opts=""   # extra --set overrides for pretraining (train_opts apply to 
 config=conf/train.yaml
 data=data        # where stages 0-3 write (crossval.sh gives each fold its own)
 exp=exp/fsdd
+synth_from=""    # a $data/synth made already (its shards) to use instead of stage 1's words
+                 # (crossval.sh passes the main run's: the same voices in every fold)
 init=""          # an encoder to start stage 5 from instead of stage 4's: stage 4 and the
                  # sentences are skipped (crossval.sh passes the main run's pretrained encoder)
 train_opts=""   # extra --set overrides for training, e.g. "max_steps=100"
@@ -42,7 +44,7 @@ Stages:
 Options (defaults):
   --src $src  --test-speakers $test_speakers  --synth-voices $synth_voices
   --pretrain-sentences $pretrain_sentences  --pretrain-steps $pretrain_steps  --pretrain-opts \"key=value ...\"
-  --config $config  --data $data  --exp $exp  --init DIR  --train-opts \"key=value ...\"  --threads $threads
+  --config $config  --data $data  --exp $exp  --synth-from DIR  --init DIR  --train-opts \"key=value ...\"  --threads $threads
 "
 . ../lib.sh
 done_dir=$exp/.done
@@ -51,8 +53,9 @@ export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 
 prepare() { astctc fsdd prepare --src "$src" --out "$data" --test-speakers "$test_speakers"; }
 synth() {
+  [ "$synth_from" != "$data/synth" ] || die "--synth-from $synth_from is this run's own synth directory"
   rm -rf "$data/synth" "$data/pretrain"
-  [ "$synth_voices" -eq 0 ] || astctc fsdd synth --out "$data/synth" --voices "$synth_voices"
+  [ "$synth_voices" -eq 0 ] || [ -n "$synth_from" ] || astctc fsdd synth --out "$data/synth" --voices "$synth_voices"
   # sentences: every phone in many contexts, where the digit words show each in one; the mini
   # recipe's corpus, whose test voices are not needed here. No band-limiting: the mel filters
   # stop at 4 kHz (conf), so what lies above FSDD's band never reaches the model.
@@ -62,7 +65,10 @@ synth() {
 }
 shards() {
   local sets=(train dev test) all=("$data/train/shards")
-  if [ -f "$data/synth/manifest.jsonl" ]; then sets+=(synth); all+=("$data/synth/shards"); fi
+  if [ -n "$synth_from" ]; then
+    [ -f "$synth_from/shards/index.json" ] || die "--synth-from $synth_from: no shards/index.json there"
+    all+=("$synth_from/shards")
+  elif [ -f "$data/synth/manifest.jsonl" ]; then sets+=(synth); all+=("$data/synth/shards"); fi
   # many small shards, read in shuffled order: real and synthetic clips mix within an epoch
   for s in "${sets[@]}"; do astctc shards --manifest "$data/$s/manifest.jsonl" --out "$data/$s/shards" --max-shard-count 150; done
   astctc combine --out "$data/train_all" "${all[@]}"
