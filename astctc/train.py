@@ -13,6 +13,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,12 +353,19 @@ class Trainer:
             cfg.features, self.tokenizer, cfg.data.spec_augment, cfg.seed, cfg.data.max_duration,
             cfg.data.augment, heads=cfg.model.classifiers,
         )
-        summary = {}
-        while self.step < cfg.max_steps and (cfg.max_epochs is None or self.epoch < cfg.max_epochs):
-            finished_epoch = self._run_epoch(featurizer)
+        summary, batches = {}, None
+
+        def more() -> bool:
+            return self.step < cfg.max_steps and (cfg.max_epochs is None or self.epoch < cfg.max_epochs)
+
+        while more():
+            finished_epoch = self._run_epoch(featurizer, batches)
+            batches = None
             if finished_epoch:
                 self.epoch += 1
                 self.batch_in_epoch = 0
+                if more():  # the next epoch's worker fills its buffer while we save and validate
+                    batches = self._batches(featurizer)
                 self.save()
                 if cfg.validate and cfg.data.valid:
                     summary = self._validate_on_rank0()
@@ -378,7 +386,17 @@ class Trainer:
             torch.distributed.barrier()
         return summary
 
-    def _run_epoch(self, featurizer: Featurizer) -> bool:
+    def _batches(self, featurizer: Featurizer) -> Iterator:
+        """This epoch's training batches from `batch_in_epoch` on. Starting the iterator starts
+        the loader's workers, which begin reading at once."""
+        cfg = self.cfg
+        loader = make_loader(cfg.data.train, featurizer, cfg.data, train=True, seed=cfg.seed, epoch=self.epoch)
+        batches = iter(loader)
+        for _ in range(self.batch_in_epoch):  # data position of a resumed run (loader items)
+            next(batches, None)
+        return batches
+
+    def _run_epoch(self, featurizer: Featurizer, batches: Iterator | None = None) -> bool:
         """Train until the epoch's data or max_steps runs out; True if the epoch ended.
 
         A step takes grad_accum batches per process. Ranks get unequal numbers of batches
@@ -389,10 +407,7 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        loader = make_loader(cfg.data.train, featurizer, cfg.data, train=True, seed=cfg.seed, epoch=self.epoch)
-        batches = iter(loader)
-        for _ in range(self.batch_in_epoch):  # data position of a resumed run (loader items)
-            next(batches, None)
+        batches = batches if batches is not None else self._batches(featurizer)
         if self._rng_after_skip is not None:
             _set_rng_state(self._rng_after_skip)
             self._rng_after_skip = None
