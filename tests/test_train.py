@@ -61,6 +61,33 @@ def test_resume_after_kill_matches_straight_run(tiny_corpus, tmp_path):
     assert not torch.equal(init["encoder.layernorm.weight"], a["encoder.layernorm.weight"])
 
 
+def test_loader_worker_running_ahead_changes_nothing(tiny_corpus, tmp_path):
+    """A worker process with a deep queue, whose next epoch starts before the checkpoint and
+    validation, trains to the same parameters as loading in the training process."""
+    runs = {}
+    for workers in (0, 1):
+        sets = tiny_train_config(tiny_corpus, tmp_path / f"w{workers}", max_steps=16, **{
+            "data.max_batch_seconds": 6, "data.num_workers": workers, "data.prefetch": 32})
+        trainer = Trainer(load_config(TrainConfig, None, sets))
+        trainer.run()
+        assert trainer.epoch >= 2  # epoch ends crossed
+        runs[workers] = trainer.model.state_dict()
+    for k in runs[0]:
+        assert torch.equal(runs[0][k], runs[1][k]), k
+
+
+def test_prefetch_is_a_total_over_workers(tiny_corpus):
+    from astctc.data.pipeline import DataConfig, Featurizer, make_loader
+    from astctc.features import FeatureConfig
+
+    featurizer = Featurizer(FeatureConfig(), None, None, 0)
+    depth = {}
+    for workers in (1, 12, 40):
+        cfg = DataConfig(train=str(tiny_corpus["shards"]), num_workers=workers, prefetch=32)
+        depth[workers] = make_loader(cfg.train, featurizer, cfg, train=True).prefetch_factor
+    assert depth == {1: 32, 12: 3, 40: 2}
+
+
 def test_train_average_decode_transcribe(tiny_corpus, tmp_path):
     from astctc.cli import main
     from astctc.transcribe import transcribe

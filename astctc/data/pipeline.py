@@ -48,10 +48,11 @@ class DataConfig:
     num_buckets: int = 0  # 0: sort the buffer, cut it in order (least padding); k: k buckets
     bucket_buffer: int = 2000
     num_workers: int = 1
-    # batches each worker may prepare ahead: the worker fills the bucket buffer in one burst
-    # (decoding and featurising `bucket_buffer` clips), and with the DataLoader's default of 2
-    # the trainer waits through every refill; a deep queue lets the worker refill while the
-    # trainer consumes what it has queued
+    # batches the workers may hold ready, all of them together (at least 2 each): a worker
+    # fills the bucket buffer in one burst (decoding and featurising `bucket_buffer` clips);
+    # with the DataLoader's default of 2 a lone worker makes the trainer wait through every
+    # refill, a deep queue lets it refill while the trainer consumes what is queued. A total,
+    # not per worker: 12 workers x 32 large batches would pin gigabytes of shared memory
     prefetch: int = 32
     max_duration: float = 30.0  # longer utterances are dropped from training (counted)
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
@@ -242,7 +243,7 @@ def make_loader(
         batched,
         batch_size=None,
         num_workers=cfg.num_workers,
-        prefetch_factor=cfg.prefetch if cfg.num_workers > 0 else None,
+        prefetch_factor=max(2, -(-cfg.prefetch // cfg.num_workers)) if cfg.num_workers > 0 else None,
         generator=torch.Generator().manual_seed(seed * 1000 + epoch),  # leave the global RNG alone
         persistent_workers=False,
     )

@@ -16,7 +16,7 @@ config=conf/train.yaml
 data=data        # where stages 0-3 write (crossval.sh gives each fold its own)
 exp=exp/fsdd
 synth_from=""    # a $data/synth made already (its shards) to use instead of stage 1's words
-                 # (crossval.sh passes the main run's: the same voices in every fold)
+                 # (--synth-voices then does nothing; crossval.sh passes the main run's)
 init=""          # an encoder to start stage 5 from instead of stage 4's: stage 4 and the
                  # sentences are skipped (crossval.sh passes the main run's pretrained encoder)
 train_opts=""   # extra --set overrides for training, e.g. "max_steps=100"
