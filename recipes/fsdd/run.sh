@@ -53,7 +53,7 @@ export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 
 prepare() { astctc fsdd prepare --src "$src" --out "$data" --test-speakers "$test_speakers"; }
 synth() {
-  [ "$synth_from" != "$data/synth" ] || die "--synth-from $synth_from is this run's own synth directory"
+  [ ! "$synth_from" -ef "$data/synth" ] || die "--synth-from $synth_from is this run's own synth directory"
   rm -rf "$data/synth" "$data/pretrain"
   [ "$synth_voices" -eq 0 ] || [ -n "$synth_from" ] || astctc fsdd synth --out "$data/synth" --voices "$synth_voices"
   # sentences: every phone in many contexts, where the digit words show each in one; the mini
