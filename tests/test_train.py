@@ -128,3 +128,14 @@ def test_bad_config_key_is_clear(tmp_path):
     p.write_text("max_steps: many\n")
     with pytest.raises(ValueError, match=f"{p}.*max_steps"):
         load_config(TrainConfig, p)
+
+
+def test_auto_precision_is_bf16_on_cuda_and_on_cpus_with_amx(monkeypatch):
+    from astctc.train import use_bf16
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert use_bf16(cpu, "bf16") and not use_bf16(cuda, "fp32")
+    assert use_bf16(cuda, "auto")
+    for amx in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
+        assert use_bf16(cpu, "auto") is amx
