@@ -11,6 +11,7 @@ Scores: accuracy, macro-F1 and a confusion matrix for single-label heads, mAP fo
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +20,8 @@ import torch
 
 from .audio import load_audio
 from .features import fbank
+
+log = logging.getLogger(__name__)
 
 # ---- metrics --------------------------------------------------------------------------------
 
@@ -196,10 +199,14 @@ def evaluate_set(model_dir: str | Path, shards: str, out_dir: str | Path, head: 
                 ids[h] += [i for i, m in zip(batch["ids"], mask.tolist()) if m]
                 targets[h].append(batch["labels"][h][mask])
                 probs[h].append(p[mask])
+    unlabelled = [h for h in heads if not ids[h]]
+    if len(unlabelled) == len(heads):
+        raise ValueError(f"{shards}: no sample has a label for head {' or '.join(unlabelled)}")
+    for h in unlabelled:  # e.g. a speaker adversary, whose test speakers are not its classes
+        log.warning("%s: no sample has a label for head %s; it is not scored", shards, h)
+        del heads[h]
     scores = {}
     for h, cfg in heads.items():
-        if not ids[h]:
-            raise ValueError(f"{shards}: no sample has a label for head {h}")
         classes = list(cfg.classes) if cfg.classes else [str(i) for i in range(cfg.num_classes)]
         y, p = torch.cat(targets[h]).numpy(), torch.cat(probs[h]).numpy()
         if cfg.multi_label:

@@ -395,6 +395,18 @@ def test_classifier_only_training_evaluate_and_classify_cli(joint_corpus, tmp_pa
     assert main(["classify", f, "--model", str(model)]) == 1  # two heads: must choose
     assert "choose one" in capsys.readouterr().err
 
+    # a set with no "tags" label anywhere (a speaker adversary's head meets unseen speakers so):
+    # the labelled heads are scored, that one is left out; asking for it alone is an error
+    untagged = [r for r in joint_corpus["rows"] if r["labels"] and "tags" not in r["labels"]]
+    write_manifest(untagged, tmp_path / "untagged" / "manifest.jsonl")
+    write_shards(tmp_path / "untagged" / "manifest.jsonl", tmp_path / "untagged" / "shards", progress=False)
+    assert main(["evaluate", "--model", str(model), "--data", str(tmp_path / "untagged" / "shards"),
+                 "--out", str(tmp_path / "eval2")]) == 0
+    assert set(json.loads((tmp_path / "eval2" / "scores.json").read_text())) == {"digit"}
+    assert main(["evaluate", "--model", str(model), "--head", "tags", "--data",
+                 str(tmp_path / "untagged" / "shards"), "--out", str(tmp_path / "eval3")]) == 1
+    assert "no sample has a label for head tags" in capsys.readouterr().err
+
 
 def test_joint_training_resumes_exactly(joint_corpus, tmp_path):
     """Joint CTC + heads, with mixup and balanced sampling on: stopping at a checkpoint and
