@@ -64,7 +64,8 @@ class TrainConfig:
     log_every: int = 20
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 on CUDA and on CPUs with AMX, else fp32) | bf16 | fp32
+    # auto: bf16 on CUDA, fp32 on CPU | amx: bf16 on CUDA and on CPUs with AMX, else fp32 | bf16 | fp32
+    precision: str = "auto"
     grad_accum: int = 1  # batches per process per optimiser step (loss normalised over all of them)
     compile: bool = False  # torch.compile the encoder; the first step's time (compilation) is logged
     validate: bool = True  # validation loss and greedy WER at each epoch end
@@ -131,9 +132,9 @@ def cpu_has_amx() -> bool:
 
 
 def use_bf16(device: torch.device, precision: str) -> bool:
-    if precision != "auto":
+    if precision in ("bf16", "fp32"):
         return precision == "bf16"
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_amx())
+    return device.type == "cuda" or (precision == "amx" and device.type == "cpu" and cpu_has_amx())
 
 
 def _autocast(device: torch.device, precision: str):
@@ -260,13 +261,13 @@ class Trainer:
         unknown = set(cfg.loss_weights) - heads - set(cfg.model.classifiers)
         if unknown:
             raise ValueError(f"loss_weights names no head of the model: {sorted(unknown)}")
-        if cfg.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, not {cfg.precision!r}")
+        if cfg.precision not in ("auto", "amx", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, amx, bf16 or fp32, not {cfg.precision!r}")
         if cfg.precision == "bf16" and self.device.type == "cpu" and not cpu_has_amx():
             log.warning("precision bf16 on a CPU without AMX: expect it to be slower than fp32 "
-                        "(set precision=auto or fp32)")
+                        "(set precision=amx or fp32)")
         log.info("precision: %s%s", "bf16" if use_bf16(self.device, cfg.precision) else "fp32",
-                 " (auto)" if cfg.precision == "auto" else "")
+                 f" ({cfg.precision})" if cfg.precision in ("auto", "amx") else "")
         torch.manual_seed(cfg.seed)
         self.model = ASTModel(cfg.model).to(self.device)
         if cfg.init and not checkpoints(self.exp):  # a resumed run gets its weights from the checkpoint

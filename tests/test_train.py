@@ -130,12 +130,13 @@ def test_bad_config_key_is_clear(tmp_path):
         load_config(TrainConfig, p)
 
 
-def test_auto_precision_is_bf16_on_cuda_and_on_cpus_with_amx(monkeypatch):
+def test_precision_amx_is_bf16_on_cuda_and_on_cpus_with_amx(monkeypatch):
     from astctc.train import use_bf16
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert use_bf16(cpu, "bf16") and not use_bf16(cuda, "fp32")
-    assert use_bf16(cuda, "auto")
+    assert use_bf16(cuda, "auto") and use_bf16(cuda, "amx")
     for amx in (True, False):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
-        assert use_bf16(cpu, "auto") is amx
+        assert use_bf16(cpu, "amx") is amx
+        assert not use_bf16(cpu, "auto")  # CPU recipes measured in fp32 stay so
