@@ -32,6 +32,11 @@ class FeatureConfig:
     # subtract the utterance's mean log energy (one number over all bins and frames): level
     # invariance that keeps the spectral shape, which per-bin CMVN removes from a one-word clip
     utterance_level: bool = False
+    # > 0: isolated words, speaking-rate normalisation. Each clip's frames are stretched in time
+    # towards this many seconds: by (target / length) ** rate_norm_power, so 1.0 gives every
+    # clip the same length, 0.5 halves the log-ratio (some of a word's own length is kept)
+    rate_norm_seconds: float = 0.0
+    rate_norm_power: float = 1.0
 
     def frames(self, num_samples: int) -> int:
         """Number of fbank frames Kaldi produces for `num_samples` (snip_edges=True)."""
@@ -73,6 +78,9 @@ def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
     if cfg.utterance_cmvn:
         # the floor keeps a near-constant bin (an empty low mel filter) from blowing up
         feats = (feats - feats.mean(dim=0)) / feats.std(dim=0, unbiased=False).clamp(min=0.01)
+    if cfg.rate_norm_seconds > 0:
+        target = cfg.rate_norm_seconds * 1000 / cfg.frame_shift_ms
+        feats = time_stretch(feats, (feats.shape[0] / target) ** cfg.rate_norm_power)
     return feats
 
 
