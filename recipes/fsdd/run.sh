@@ -86,13 +86,14 @@ tokenizer() {
 # The encoder of $config, its heads swapped for one phoneme CTC head: what is learnt is which
 # sounds are which phones, across many voices; the digit model then starts from that encoder
 # (its own CTC and digit heads start new). Clips up to 5 s: the encoder's position table.
+# Sentences at their own pace: the speaking-rate normalisation of $config is for single words.
 pretrain() {
   if [ -n "$init" ]; then log "--init $init: stage 5 starts from it"; return 0; fi
   if [ "$pretrain_steps" -eq 0 ]; then log "--pretrain-steps 0: training from scratch"; return 0; fi
   astctc train --config "$config" --set "exp_dir=$exp/pretrain" --set "max_steps=$pretrain_steps" \
     --set "model.classifiers={}" --set "loss_weights={}" --set data.train="$data/pretrain/train/shards" \
     --set data.valid="$data/pretrain/dev/shards" --set data.tokenizer="$data/pretrain/lang" \
-    --set data.max_batch_seconds=10 --set data.num_buckets=0 --set data.max_duration=5.0 \
+    --set data.max_batch_seconds=10 --set data.num_buckets=0 --set data.max_duration=5.0 --set features.rate_norm_seconds=0 \
     --set optim.lr=2e-3 --set optim.warmup_steps=200 --set "checkpoint_every=$pretrain_steps" --set keep_checkpoints=1 \
     "${pretrain_sets[@]}"
   astctc average --exp "$exp/pretrain" --last 1 --out "$exp/pretrain/model"
