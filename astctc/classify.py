@@ -202,7 +202,7 @@ def evaluate_set(model_dir: str | Path, shards: str, out_dir: str | Path, head: 
     unlabelled = [h for h in heads if not ids[h]]
     if len(unlabelled) == len(heads):
         raise ValueError(f"{shards}: no sample has a label for head {' or '.join(unlabelled)}")
-    for h in unlabelled:  # e.g. a speaker adversary, whose test speakers are not its classes
+    for h in unlabelled:  # e.g. a speaker head, whose classes the test speakers are not
         log.warning("%s: no sample has a label for head %s; it is not scored", shards, h)
         del heads[h]
     scores = {}
