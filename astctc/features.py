@@ -46,7 +46,8 @@ class FeatureConfig:
 
 
 def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
-    """(num_samples,) float waveform at cfg.sample_rate -> (T, num_mel_bins) normalised fbank."""
+    """(num_samples,) float waveform at cfg.sample_rate -> (T, num_mel_bins) normalised fbank
+    (T: cfg.frames(num_samples), or stretched towards cfg.rate_norm_seconds when that is set)."""
     import torchaudio.compliance.kaldi as kaldi
 
     cfg = cfg or FeatureConfig()

@@ -395,7 +395,7 @@ def test_classifier_only_training_evaluate_and_classify_cli(joint_corpus, tmp_pa
     assert main(["classify", f, "--model", str(model)]) == 1  # two heads: must choose
     assert "choose one" in capsys.readouterr().err
 
-    # a set with no "tags" label anywhere (a speaker adversary's head meets unseen speakers so):
+    # a set with no "tags" label anywhere (as a speaker head meets a test set of unseen speakers):
     # the labelled heads are scored, that one is left out; asking for it alone is an error
     untagged = [r for r in joint_corpus["rows"] if r["labels"] and "tags" not in r["labels"]]
     write_manifest(untagged, tmp_path / "untagged" / "manifest.jsonl")
