@@ -8,9 +8,8 @@
 #
 #   lm/build_kenlm.sh [--prefix DIR] [--jobs N] [--python PY] [--force]
 #
-# Installs into DIR/bin; DIR defaults to $VIRTUAL_ENV, else the repository's .venv. PY is the
-# Python whose pip fetches the sdist (default DIR/bin/python, else python3): `make` passes the
-# system one, so the build can run while the venv is still being installed.
+# Installs into DIR/bin; DIR defaults to $VIRTUAL_ENV, else the repository's .venv. The sdist is
+# the one uv.lock pins (sha256-checked); PY (default DIR/bin/python, else python3) fetches it.
 # A second run finds both programs working and does nothing.
 set -euo pipefail
 
@@ -26,7 +25,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --python) python="$2"; shift 2 ;;
     --force) force=true; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build_kenlm.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -59,11 +58,33 @@ if [ -z "$python" ]; then python="$prefix/bin/python"; [ -x "$python" ] || pytho
 t0=$SECONDS
 work="$(mktemp -d "${TMPDIR:-/tmp}/kenlm-build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-say "fetching the kenlm $version sdist from PyPI"
-# --no-binary kenlm (not :all:): with :all: pip would also compile kenlm's build requirement
-# cmake from source just to read the package's metadata.
-"$python" -m pip download --no-deps --no-binary kenlm "kenlm==$version" -d "$work" >"$work/pip.log" 2>&1 \
-  || { cat "$work/pip.log" >&2; say "could not download the kenlm sdist"; exit 1; }
+# The sdist uv.lock names, checked against the lock's sha256, so the tools match the locked
+# Python module; without a lock (a pip user's checkout) pip fetches KENLM_VERSION.
+lock_sdist="$("$python" - "$root/uv.lock" <<'PY' 2>/dev/null || true
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    pkg = next(p for p in tomllib.load(f)["package"] if p["name"] == "kenlm")
+print(pkg["version"], pkg["sdist"]["url"], pkg["sdist"]["hash"].removeprefix("sha256:"))
+PY
+)"
+if [ -n "$lock_sdist" ]; then
+  read -r version url sha <<<"$lock_sdist"
+  say "fetching the kenlm $version sdist named in uv.lock"
+  "$python" - "$url" "$work/kenlm-$version.tar.gz" "$sha" <<'PY' || { say "could not download $url"; exit 1; }
+import hashlib, sys, urllib.request
+url, out, sha = sys.argv[1:]
+data = urllib.request.urlopen(url, timeout=120).read()
+if hashlib.sha256(data).hexdigest() != sha:
+    sys.exit(f"build_kenlm: {url}: sha256 differs from uv.lock's")
+open(out, "wb").write(data)
+PY
+else
+  say "fetching the kenlm $version sdist from PyPI"
+  # --no-binary kenlm (not :all:): with :all: pip would also compile kenlm's build requirement
+  # cmake from source just to read the package's metadata.
+  "$python" -m pip download --no-deps --no-binary kenlm "kenlm==$version" -d "$work" >"$work/pip.log" 2>&1 \
+    || { cat "$work/pip.log" >&2; say "could not download the kenlm sdist"; exit 1; }
+fi
 tar -xzf "$work"/kenlm-*.tar.gz -C "$work"
 src="$(echo "$work"/kenlm-*/)"
 say "building lmplz and build_binary with $jobs jobs"
