@@ -7,13 +7,19 @@ TOOLS  ?= .tools
 UV     := $(TOOLS)/bin/uv
 APT_PACKAGES := espeak-ng sox sctk libsndfile1
 
-.PHONY: demo test deps setup sysdeps clean lm-tools lock sync
+.PHONY: demo test lint deps setup sysdeps clean lm-tools lock sync
 
 demo: deps
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash recipes/mini/run.sh
 
-test: deps
+test: deps lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest -q tests
+
+# Style and layers: ruff (lint + formatting) and import-linter's contracts in pyproject.toml.
+lint: deps
+	$(VENV)/bin/ruff check astctc tests bench
+	$(VENV)/bin/ruff format --check astctc tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 setup: sysdeps $(VENV)/.installed
 
