@@ -7,9 +7,18 @@ list -> data/labels/lang.txt, which a head reads with `labels_file:`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from .manifest import read_manifest, write_manifest
 from .sampling import sample_classes
+
+
+class LabelSpec(Protocol):
+    """What making a target from a row's label needs to know of a head (models.heads.ClassifierConfig)."""
+
+    num_classes: int
+    multi_label: bool
+    classes: list[str] | None  # names, index = class id; None: labels are class indices
 
 
 def label_from_field(rows: list[dict], head: str, field: str) -> list[dict]:

@@ -27,9 +27,9 @@ from ..features import (
     speed_perturb,
     time_stretch,
 )
-from ..models.heads import ClassifierConfig
 from ..text import normalize
 from ..tokenizer import Tokenizer
+from .labels import LabelSpec
 from .mixup import Mixup, MixupConfig
 from .sampling import BalanceConfig, BalancedShardDataset
 from .shards import BatchedShardDataset, ShardDataset
@@ -61,7 +61,7 @@ class DataConfig:
     balance: BalanceConfig = field(default_factory=BalanceConfig)  # class-balanced sampling
 
 
-def label_target(value, cfg: ClassifierConfig, head: str, utt: str) -> torch.Tensor:
+def label_target(value, cfg: LabelSpec, head: str, utt: str) -> torch.Tensor:
     """A row's label for one head -> float (C,) target: one-hot, or multi-hot if multi_label.
 
     Names are looked up in cfg.classes; a head without class names takes class indices."""
@@ -92,7 +92,7 @@ class Featurizer:
         seed: int = 0,
         max_duration: float | None = None,
         perturb: AugmentConfig | None = None,
-        heads: dict[str, ClassifierConfig] | None = None,
+        heads: dict[str, LabelSpec] | None = None,
     ):
         self.features = features
         self.tokenizer = tokenizer

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +59,7 @@ class CTCHead(nn.Module):
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig:  # also the data pipeline's LabelSpec (num_classes, multi_label, classes)
     num_classes: int = 0  # 0: len(classes) (from `classes` or `labels_file`)
     multi_label: bool = False  # sigmoid + BCE instead of softmax + CE
     label_smoothing: float = 0.0  # single-label only (CE's label_smoothing)
@@ -71,8 +72,6 @@ class ClassifierConfig:
     def resolve(self, name: str = "classifier") -> "ClassifierConfig":
         """Fill `classes` from `labels_file` and `num_classes` from `classes`; check they agree."""
         if self.labels_file:
-            from pathlib import Path
-
             listed = [l.strip() for l in Path(self.labels_file).read_text(encoding="utf-8").splitlines() if l.strip()]
             if self.classes is not None and list(self.classes) != listed:
                 raise ValueError(f"head {name}: classes differ from {self.labels_file}")
