@@ -15,10 +15,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _cpu_has_fast_bf16() -> bool:
-    # AMX tiles are what make bf16 matmuls faster than fp32 on a CPU; without them (AVX512-BF16
-    # alone) bf16 ran at half fp32's speed. torch exposes the probe only privately.
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU's bf16 matmuls beat fp32: AMX tiles make them faster; without them
+    (AVX512-BF16 alone) bf16 ran at half fp32's speed."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch exposes it only privately
     return bool(probe and probe())
 
 
@@ -29,7 +29,7 @@ def use_bf16(device: torch.device, precision: str) -> bool:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != "auto":
         return precision == "bf16"
-    return device.type == "cuda" or (device.type == "cpu" and _cpu_has_fast_bf16())
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
