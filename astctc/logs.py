@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -22,3 +23,14 @@ def setup_logging(exp_dir: str | Path | None = None) -> None:
         fh = logging.FileHandler(Path(exp_dir) / "log.txt")
         fh.setFormatter(fmt)
         root.addHandler(fh)
+
+
+def progress_disabled(progress: bool = True) -> bool:
+    """tqdm's `disable=`: True when `progress` is off or stderr is not a terminal, so that a bar
+    never writes its carriage-return redraws into a log file (a recipe's, a job scheduler's)."""
+    if not progress:
+        return True
+    try:
+        return not sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return True

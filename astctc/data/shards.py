@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from astctc.audio import SAMPLE_RATE, AudioError, encode_flac, load_audio
 from astctc.data.manifest import read_manifest
+from astctc.logs import progress_disabled
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def write_shards(
     skipped = 0
     writer: _ShardWriter | None = None
     try:
-        for row in tqdm(rows, desc=f"shards {out}", unit="utt", disable=not progress):
+        for row in tqdm(rows, desc=f"shards {out}", unit="utt", disable=progress_disabled(progress)):
             try:
                 flac, seconds = _encode(row["audio"])
             except (AudioError, OSError) as e:

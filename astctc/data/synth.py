@@ -329,6 +329,8 @@ def synthesize_corpus(out_dir, num_train: int = 2000, num_dev: int = 100, num_te
     """
     from tqdm import tqdm
 
+    from ..logs import progress_disabled
+
     if transcript not in TRANSCRIPTS:
         raise ValueError(f"transcript must be one of {TRANSCRIPTS}, not {transcript!r}")
     exe = check_espeak()
@@ -375,7 +377,7 @@ def synthesize_corpus(out_dir, num_train: int = 2000, num_dev: int = 100, num_te
     # one pool for all splits: starting workers (torch import) costs about a second each
     durations, ipa = {}, {}
     bar = tqdm(total=len(work), desc=f"synth {'+'.join(todo)}", unit="utt",
-               disable=not progress or not work)
+               disable=progress_disabled(progress) or not work)
     if jobs == 1 or len(work) < 8:
         import torch
 
