@@ -453,7 +453,7 @@ def test_speechcommands_split_rule_on_the_official_test_speakers(shared_data):
     splits the same speakers about 80/10/10, whole speakers only."""
     from collections import Counter
 
-    from astctc.data.speechcommands import speaker_of, which_set
+    from astctc.corpora.speechcommands import speaker_of, which_set
 
     speakers = {speaker_of(p) for p in (shared_data / "speech_commands_v2_test12").rglob("*.flac")} - {None}
     assert len(speakers) > 100

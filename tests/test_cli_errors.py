@@ -66,3 +66,85 @@ def test_malformed_manifest_line(tmp_path, capsys):
     src.write_text('{"id": "a", "audio": "x.wav", "duration": 1.0}\n{not json\n')
     assert main(["shards", "--manifest", str(src), "--out", str(tmp_path / "s")]) == 1
     assert f"{src}:2: invalid JSON" in capsys.readouterr().err
+
+
+def _parsers(p, path=("astctc",)):
+    """(command path, parser) for the parser and every subparser below it."""
+    import argparse
+
+    yield path, p
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, path + (name,))
+
+
+def test_every_argument_of_every_command_has_help():
+    import argparse
+
+    from astctc.cli import build_parser
+
+    missing, commands = [], 0
+    for path, p in _parsers(build_parser()):
+        commands += 1
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if isinstance(action, argparse._SubParsersAction):
+                missing += [f"{' '.join(path)} {name}" for name, sub in action.choices.items() if not sub.description]
+                continue
+            if not action.help:
+                missing.append(f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}")
+    assert commands > 20 and not missing, missing
+
+
+def test_parser_and_help_import_no_torch():
+    """`astctc --help` and `astctc <cmd> --help` stay fast: the parser imports only the
+    standard library; the handlers import their modules when they run."""
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\n"
+            "import astctc.cli as c\n"
+            "p = c.build_parser()\n"
+            "for argv in ([], ['prepare'], ['download'], ['decode'], ['transcribe'], ['train']):\n"
+            "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "        p.parse_args(argv + ['--help'])\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'torchaudio', 'tqdm'))\n"
+            "heavy += sorted(m for m in sys.modules if m.startswith('astctc.') and not m.startswith('astctc.cli'))\n"
+            "print(' '.join(heavy))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""
+
+
+def test_cli_defaults_agree_with_the_modules():
+    """The parser repeats a few module constants (so as not to import torch): they must agree."""
+    from astctc.cli import common
+    from astctc.data.synth import TRANSCRIPTS
+    from astctc.decode import ALPHA_GRID, BETA_GRID, BeamConfig
+
+    d = BeamConfig()
+    assert (common.BEAM_WIDTH, common.BEAM_PRUNE_LOGP, common.TOKEN_MIN_LOGP, common.HOTWORD_WEIGHT) == (
+        d.beam_width, d.beam_prune_logp, d.token_min_logp, d.hotword_weight)
+    assert tuple(common.ALPHA_GRID) == tuple(ALPHA_GRID) and tuple(common.BETA_GRID) == tuple(BETA_GRID)
+    assert tuple(common.TRANSCRIPTS) == tuple(TRANSCRIPTS)
+
+
+def test_corpora_are_under_download_and_prepare(tmp_path, capsys):
+    import pytest
+
+    from astctc.cli import build_parser
+
+    p = build_parser()
+    for verb, corpora in (("download", {"librispeech", "fleurs", "speechcommands", "esc50"}),
+                          ("prepare", {"librispeech", "fleurs", "speechcommands", "esc50", "fsdd"})):
+        sub = dict(_parsers(p))[("astctc", verb)]
+        assert {path[-1] for path, _ in _parsers(sub, (verb,))} - {verb} == corpora
+    for old in ("fsdd", "esc50", "speechcommands"):  # the corpus-named commands are gone
+        with pytest.raises(SystemExit):
+            p.parse_args([old, "prepare", "--src", "x", "--out", "y"])
+    capsys.readouterr()
+    # FSDD's test speakers have no default: the recipe names them
+    assert main(["prepare", "fsdd", "--src", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("astctc prepare: error:") and "--test-speakers" in err and "Traceback" not in err

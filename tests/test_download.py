@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from astctc.data import download as dl
+from astctc.corpora import download as dl
 from tests.range_server import RangeServer
 
 PAYLOAD = bytes((i * 7919 + i // 251) % 256 for i in range(300_000))

@@ -109,7 +109,7 @@ def test_help_lists_stages_and_options(recipe, tmp_path):
 
 
 def test_tsv_columns_are_checked(tmp_path):
-    from astctc.data.fleurs import read_tsv
+    from astctc.corpora.fleurs import read_tsv
 
     (tmp_path / "train.tsv").write_text("1\ta.wav\tRaw.\traw\tr a w |\t16000\tMALE\n1\tb.wav\tSix\tcolumns\tonly\t1\n")
     with pytest.raises(ValueError, match=r"train.tsv:2: expected 7 tab-separated columns"):

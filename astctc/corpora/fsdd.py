@@ -6,8 +6,8 @@ digit both ways, so one model learns both heads from the same clip:
 
     {"id": "fsdd-7_jackson_32", "text": "seven", "speaker": "jackson", "labels": {"digit": "7"}}
 
-Split by speaker: the test speakers (default `theo`) are never trained on, so the test set
-measures generalisation to an unseen voice; dev is takes 0..dev_takes-1 of each training
+Split by speaker: the test speakers (the recipe holds out `theo`) are never trained on, so the
+test set measures generalisation to an unseen voice; dev is takes 0..dev_takes-1 of each training
 speaker (seen voices, unseen takes), for monitoring only.
 
 Silence trimming: FSDD's recordings are trimmed, but not alike: lucas's start 0.13 s into
@@ -26,11 +26,12 @@ import logging
 import random
 import re
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
 from ..audio import audio_duration, encode_flac, load_audio
-from .manifest import write_manifest
+from ..data.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,14 @@ def _write_trimmed(rows: list[dict], audio_dir: Path, rel_db: float, sr: int = 8
         r["audio"], r["duration"] = str(path.resolve()), round(wav.numel() / sr, 4)
 
 
-def prepare_fsdd(recordings: str | Path, out_dir: str | Path, test_speakers=("theo",), dev_takes: int = 3,
+def prepare_fsdd(recordings: str | Path, out_dir: str | Path, test_speakers: Sequence[str], dev_takes: int = 3,
                  trim_db: float = 30.0) -> dict:
     """Write out_dir/{train,dev,test}/manifest.jsonl and out_dir/labels/digit.txt; with
     trim_db > 0 the clips are silence-trimmed copies in out_dir/audio/ (module doc).
 
     Returns {set: number of rows}."""
+    if not test_speakers:
+        raise ValueError("no test speakers given")
     rows = fsdd_rows(recordings)
     if trim_db > 0:
         _write_trimmed(rows, Path(out_dir) / "audio", trim_db)
@@ -120,7 +123,7 @@ def synth_digits(out_dir: str | Path, num_voices: int = 100, seed: int = 0, jobs
     `prepare_fsdd` trims. Returns the number of clips."""
     import multiprocessing as mp
 
-    from . import synth as S
+    from ..data import synth as S
 
     exe = S.check_espeak()
     out = Path(out_dir)

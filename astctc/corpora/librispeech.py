@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..audio import audio_duration
 from .download import DownloadError, extract, extracted, fetch_many, join_source, read_checksums, remove
-from .manifest import write_manifest
+from ..data.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ The archive (`master.zip` of github.com/karoldvl/ESC-50) unpacks to `ESC-50-mast
     filename,fold,target,category,esc10,src_file,take
 
 Layout written here: one manifest (and later one shard set) per fold, and for cross-validation
-split k an index that lists the other four folds' shards, so no clip is stored twice:
+split k an index that lists the other four folds' shards (`astctc combine`, run by the recipe),
+so no clip is stored twice:
     data/fold{1..5}/manifest.jsonl       data/labels/category.txt (class id order)
     data/cv{k}/train/index.json  ->  ../../fold{j}/shards/*.tar  (j != k); test = fold k
 """
@@ -16,8 +17,7 @@ import csv
 from pathlib import Path
 
 from ..audio import audio_duration
-from .combine import combine_shards
-from .manifest import write_manifest
+from ..data.manifest import write_manifest
 
 URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
 HEAD = "category"
@@ -73,17 +73,6 @@ def prepare_esc50(source: str | Path, out_dir: str | Path) -> dict:
     (out / "labels").mkdir(parents=True, exist_ok=True)
     (out / "labels" / f"{HEAD}.txt").write_text("".join(f"{c}\n" for c in classes))
     return counts
-
-
-def make_cv_splits(data_dir: str | Path) -> list[Path]:
-    """data/cv{k}/train/index.json over the shards of every fold but k; returns the cv dirs."""
-    data = Path(data_dir)
-    dirs = []
-    for k in range(1, FOLDS + 1):
-        others = [data / f"fold{j}" / "shards" for j in range(1, FOLDS + 1) if j != k]
-        combine_shards(others, data / f"cv{k}" / "train")
-        dirs.append(data / f"cv{k}")
-    return dirs
 
 
 def download_esc50(out_dir: str | Path, url: str = URL) -> Path:

@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path
 
 from ..audio import audio_duration
-from .manifest import write_manifest
+from ..data.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 

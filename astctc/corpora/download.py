@@ -34,6 +34,8 @@ from urllib.request import Request, url2pathname, urlopen
 
 from tqdm import tqdm
 
+from ..logs import progress_disabled
+
 log = logging.getLogger(__name__)
 
 MAX_PER_HOST = 3  # polite to public mirrors; also what most of them tolerate before throttling
@@ -202,7 +204,7 @@ def _copy_local(src: str, part: Path, progress: bool) -> None:
 def _bar(part: Path, total: int | None, initial: int, progress: bool) -> tqdm:
     name = part.name[: -len(".part")] if part.name.endswith(".part") else part.name
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
-                disable=None if progress else True, leave=False, dynamic_ncols=True)
+                disable=progress_disabled(progress), leave=False, dynamic_ncols=True)
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -343,7 +345,7 @@ def extract(archive: str | os.PathLike, target: str | os.PathLike, progress: boo
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as z:
                 for info in tqdm(z.infolist(), desc=f"extract {archive.name}", unit="file",
-                                 disable=None if progress else True, leave=False):
+                                 disable=progress_disabled(progress), leave=False):
                     why = _unsafe_zip_member(info, root)
                     if why:
                         raise DownloadError(f"{archive}: refusing member {info.filename!r} ({why})")
@@ -353,7 +355,7 @@ def extract(archive: str | os.PathLike, target: str | os.PathLike, progress: boo
             # stream mode: members are extracted as they are read, one pass over the bytes
             with tarfile.open(archive, "r|*") as t:
                 for member in tqdm(t, desc=f"extract {archive.name}", unit="file",
-                                   disable=None if progress else True, leave=False):
+                                   disable=progress_disabled(progress), leave=False):
                     t.extract(member, root, filter="data")
                     n += 1
     except tarfile.FilterError as e:
