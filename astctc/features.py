@@ -25,18 +25,13 @@ class FeatureConfig:
     # per-utterance mean/variance normalisation of each mel bin (CMVN), after the global one:
     # removes speaker and channel colouring; off for pretrained AST, which expects global only
     utterance_cmvn: bool = False
-    # upper edge of the mel filterbank in Hz (0: Nyquist). For narrow-band audio (FSDD is 8 kHz)
+    # upper edge of the mel filterbank in Hz (0: Nyquist). For narrow-band audio (e.g. 8 kHz recordings)
     # 4000 keeps every bin on real signal; bins above the band sit at the log floor, move with
     # the recording level, and utterance CMVN turns them into noise
     high_freq: float = 0.0
     # subtract the utterance's mean log energy (one number over all bins and frames): level
     # invariance that keeps the spectral shape, which per-bin CMVN removes from a one-word clip
     utterance_level: bool = False
-    # > 0: isolated words, speaking-rate normalisation. Each clip's frames are stretched in time
-    # towards this many seconds: by (target / length) ** rate_norm_power, so 1.0 gives every
-    # clip the same length, 0.5 halves the log-ratio (some of a word's own length is kept)
-    rate_norm_seconds: float = 0.0
-    rate_norm_power: float = 1.0
 
     def frames(self, num_samples: int) -> int:
         """Number of fbank frames Kaldi produces for `num_samples` (snip_edges=True)."""
@@ -47,7 +42,7 @@ class FeatureConfig:
 
 def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
     """(num_samples,) float waveform at cfg.sample_rate -> (T, num_mel_bins) normalised fbank
-    (T: cfg.frames(num_samples), or stretched towards cfg.rate_norm_seconds when that is set)."""
+    (T: cfg.frames(num_samples))."""
     import torchaudio.compliance.kaldi as kaldi
 
     cfg = cfg or FeatureConfig()
@@ -79,9 +74,6 @@ def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
     if cfg.utterance_cmvn:
         # the floor keeps a near-constant bin (an empty low mel filter) from blowing up
         feats = (feats - feats.mean(dim=0)) / feats.std(dim=0, unbiased=False).clamp(min=0.01)
-    if cfg.rate_norm_seconds > 0:
-        target = cfg.rate_norm_seconds * 1000 / cfg.frame_shift_ms
-        feats = time_stretch(feats, (feats.shape[0] / target) ** cfg.rate_norm_power)
     return feats
 
 
@@ -90,7 +82,7 @@ class SpecAugmentConfig:
     """Frequency and time masking (Park et al. 2019); time masks scale with utterance length."""
 
     freq_masks: int = 2
-    freq_width: int = 24  # of 128 bins, as AST's freqm=24 for speech commands
+    freq_width: int = 24  # of 128 bins, AST's freqm=24 for speech
     time_masks: int = 2
     time_width: int = 40  # frames (10 ms each) at most per mask
     time_ratio: float = 0.05  # ...and at most this fraction of the utterance per mask

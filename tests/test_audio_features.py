@@ -186,22 +186,3 @@ def test_utterance_level_removes_gain_but_keeps_the_spectral_shape(shared_data):
     assert (fbank(wav * 10, plain) - unnormalised).abs().mean() > 0.2  # without it, it moves
     shape = unnormalised.mean(0) - unnormalised.mean()
     assert torch.allclose(feats.mean(0), shape, atol=1e-4) and shape.std() > 0.1
-
-
-def test_rate_norm_stretches_each_clip_towards_the_target_length():
-    """Power 1: every clip becomes the target length; power 0.5: the geometric mean of its own
-    length and the target's; a clip of the target length is left as it is, frame for frame."""
-    from astctc.features import time_stretch
-
-    torch.manual_seed(0)
-    base = FeatureConfig(sample_rate=8000, num_mel_bins=20)
-    for seconds in (0.2, 0.5, 1.1):
-        wav = torch.randn(int(8000 * seconds) + 120)  # + the 25 ms window less one 10 ms hop, about
-        plain = fbank(wav, base)
-        full = fbank(wav, FeatureConfig(sample_rate=8000, num_mel_bins=20, rate_norm_seconds=0.5))
-        half = fbank(wav, FeatureConfig(sample_rate=8000, num_mel_bins=20, rate_norm_seconds=0.5, rate_norm_power=0.5))
-        assert full.shape == (50, 20)
-        assert abs(half.shape[0] - (plain.shape[0] * 50) ** 0.5) <= 1
-        assert torch.equal(half, time_stretch(plain, (plain.shape[0] / 50) ** 0.5))
-        if plain.shape[0] == 50:
-            assert torch.equal(full, plain)
