@@ -1,4 +1,5 @@
-"""Word and character error rates, scored the way NIST sclite scores them.
+"""Word and character error rates, scored the way NIST sclite scores them; and the
+classification scores (accuracy, macro-F1, confusion matrix, mAP).
 
 ESPnet reports its WER/CER with sclite, so our numbers have to come out of the same alignment
 to be comparable. sclite does not minimise the plain edit distance: it weights an insertion or
@@ -203,3 +204,55 @@ def score_files(ref_path, hyp_path, out_dir=None) -> Report:
     if out_dir is not None:
         write_report(report, out_dir)
     return report
+
+
+# ---- classification -------------------------------------------------------------------------
+
+
+def accuracy(ref: np.ndarray, hyp: np.ndarray) -> float:
+    """Fraction of class ids that agree."""
+    ref, hyp = np.asarray(ref), np.asarray(hyp)
+    return float((ref == hyp).mean()) if ref.size else 0.0
+
+
+def confusion_matrix(ref: np.ndarray, hyp: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts, row = reference class, column = hypothesis."""
+    m = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(m, (np.asarray(ref), np.asarray(hyp)), 1)
+    return m
+
+
+def macro_f1(ref: np.ndarray, hyp: np.ndarray, num_classes: int) -> float:
+    """Mean F1 over the classes that occur in ref or hyp (scikit-learn's average="macro")."""
+    m = confusion_matrix(ref, hyp, num_classes)
+    tp = np.diag(m).astype(float)
+    present = (m.sum(0) + m.sum(1)) > 0
+    denom = m.sum(0) + m.sum(1)  # 2tp + fp + fn
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the step precision-recall curve, ties grouped: scikit-learn's definition,
+    sum_k (R_k - R_(k-1)) P_k over the distinct score thresholds."""
+    y, score = np.asarray(y, dtype=float), np.asarray(score, dtype=float)
+    order = np.argsort(-score, kind="mergesort")
+    y, score = y[order], score[order]
+    last = np.r_[np.flatnonzero(np.diff(score)), score.size - 1]  # last index of each threshold
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    if tp[-1] == 0:
+        return 0.0
+    precision = tp / (tp + fp)
+    recall = tp / tp[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def mean_average_precision(targets: np.ndarray, scores: np.ndarray) -> float:
+    """Macro mAP of (N, C) multi-hot targets and scores, over the classes with a positive.
+
+    (scikit-learn counts a class without positives as AP 0; we leave it out, since no ranking
+    can do better there.)"""
+    targets = np.asarray(targets) > 0.5
+    aps = [average_precision(targets[:, c], scores[:, c]) for c in range(targets.shape[1]) if targets[:, c].any()]
+    return float(np.mean(aps)) if aps else 0.0

@@ -324,7 +324,7 @@ def test_balanced_copies_are_augmented_differently(imbalanced_shards):
 def test_map_equals_sklearn_macro_average_precision():
     from sklearn.metrics import average_precision_score
 
-    from astctc.classify import mean_average_precision
+    from astctc.metrics import mean_average_precision
 
     y = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1]])
     s = np.array([[0.9, 0.2, 0.4], [0.8, 0.7, 0.4], [0.3, 0.7, 0.1], [0.3, 0.1, 0.9],
@@ -339,7 +339,7 @@ def test_map_equals_sklearn_macro_average_precision():
 def test_accuracy_and_macro_f1_equal_sklearn():
     from sklearn.metrics import accuracy_score, confusion_matrix as sk_cm, f1_score
 
-    from astctc.classify import accuracy, confusion_matrix, macro_f1
+    from astctc.metrics import accuracy, confusion_matrix, macro_f1
 
     rng = np.random.default_rng(1)
     ref = rng.integers(0, 6, 80)
