@@ -58,4 +58,25 @@ report_stage() {
   "$@"
 }
 
+# astctc_train ARGS...: `astctc train ARGS`, or with ngpu > 1 (recipes that have it) one process
+# per GPU under torchrun
+astctc_train() {
+  if [ "${ngpu:-1}" -gt 1 ]; then
+    torchrun --standalone --nproc_per_node "$ngpu" -m astctc.cli train "$@"
+  else
+    astctc train "$@"
+  fi
+}
+
+# kenlm_tools: KenLM's lmplz and build_binary beside astctc (its venv's bin), compiled once by
+# lm/build_kenlm.sh (~1.5 min) when either is missing
+kenlm_tools() {
+  command -v lmplz >/dev/null && command -v build_binary >/dev/null && return 0
+  bash ../../lm/build_kenlm.sh --prefix "$(dirname "$(dirname "$(command -v astctc)")")"
+}
+
+# use_threads N: torch (OpenMP, MKL) threads per process. On a shared 2-core machine one each
+# for training and data loading beats OpenMP threads waiting for one another (10x+ slower under load)
+use_threads() { export OMP_NUM_THREADS=$1 MKL_NUM_THREADS=$1; }
+
 command -v astctc >/dev/null || die "astctc is not on PATH (make setup, then use .venv/bin)"

@@ -33,20 +33,25 @@ Options (defaults):
 "
 . ../lib.sh
 done_dir=$exp/.done
-export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+use_threads "$threads"
 
-download() { local u=(); [ -n "$url" ] && u=(--url "$url"); astctc esc50 download --out "$downloads" "${u[@]}"; }
-prepare() { astctc esc50 prepare --src "$src" --out data; }
+download() { local u=(); [ -n "$url" ] && u=(--url "$url"); astctc download esc50 --out "$downloads" "${u[@]}"; }
+prepare() { astctc prepare esc50 --src "$src" --out data; }
 shards() {
   for k in 1 2 3 4 5; do astctc shards --manifest data/fold$k/manifest.jsonl --out data/fold$k/shards --max-shard-mb 100; done
-  astctc esc50 cv --data data
+  # cross-validation split k: an index over the other four folds' shards (no copies)
+  local k j others
+  for k in 1 2 3 4 5; do
+    others=(); for j in 1 2 3 4 5; do [ "$j" -eq "$k" ] || others+=("data/fold$j/shards"); done
+    astctc combine --out "data/cv$k/train" "${others[@]}"
+  done
 }
 train() {
   for k in $folds; do
     local sets=(--set "exp_dir=$exp/fold$k" --set "data.train=data/cv$k/train" --set "data.valid=data/fold$k/shards")
     [ -n "$init" ] && sets+=(--set "init=$init")
     sets+=("${train_sets[@]}")
-    astctc train --config "$config" "${sets[@]}" || return 1
+    astctc_train --config "$config" "${sets[@]}" || return 1
   done
 }
 average() { for k in $folds; do astctc average --exp "$exp/fold$k" --last 3 --out "$exp/fold$k/model" || return 1; done; }

@@ -102,8 +102,7 @@ tokenizer() {
   astctc tokenizer --type "$token_type" --vocab-size "$vocab_size" --manifest "$train_dir/manifest.jsonl" --out "$lang_dir"
 }
 lm() {
-  # KenLM's lmplz and build_binary beside astctc (lm/build_kenlm.sh compiles them once, ~1.5 min)
-  command -v lmplz >/dev/null || bash ../../lm/build_kenlm.sh --prefix "$(dirname "$(dirname "$(command -v astctc)")")"
+  kenlm_tools
   # shellcheck disable=SC2086
   for l in "${langs[@]}"; do
     astctc lm --text "data/$l/train/manifest.jsonl" --order "$lm_order" --out "data/$l/lm_${lm_order}gram" $lm_opts
@@ -117,11 +116,7 @@ train() {
     sets+=(--set "model.classifiers.lang.labels_file=$train_dir/languages.txt")
   fi
   sets+=("${train_sets[@]}")
-  if [ "$ngpu" -gt 1 ]; then
-    torchrun --standalone --nproc_per_node "$ngpu" -m astctc.cli train --config "$config" "${sets[@]}"
-  else
-    astctc train --config "$config" "${sets[@]}"
-  fi
+  astctc_train --config "$config" "${sets[@]}"
 }
 average() { astctc average --exp "$exp" --last "$average" --out "$exp/model"; }
 greedy() {

@@ -20,8 +20,7 @@ synth_from=""    # a $data/synth made already (its shards) to use instead of sta
 init=""          # an encoder to start stage 5 from instead of stage 4's: stage 4 and the
                  # sentences are skipped (crossval.sh passes the main run's pretrained encoder)
 train_opts=""   # extra --set overrides for training, e.g. "max_steps=100"
-threads=1       # torch threads per process: on a shared 2-core machine one each for training and
-                # data loading beats OpenMP threads waiting for one another (10x+ slower under load)
+threads=1       # torch threads per process (one each for training and data loading on 2 cores)
 usage="Usage: recipes/fsdd/run.sh [--stage N] [--stop-stage M] [--force] [options]
 
 Stages:
@@ -49,13 +48,13 @@ Options (defaults):
 . ../lib.sh
 done_dir=$exp/.done
 to_sets pretrain_sets "$pretrain_opts"
-export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+use_threads "$threads"
 
-prepare() { astctc fsdd prepare --src "$src" --out "$data" --test-speakers "$test_speakers"; }
+prepare() { astctc prepare fsdd --src "$src" --out "$data" --test-speakers "$test_speakers"; }
 synth() {
   [ ! "$synth_from" -ef "$data/synth" ] || die "--synth-from $synth_from is this run's own synth directory"
   rm -rf "$data/synth" "$data/pretrain"
-  [ "$synth_voices" -eq 0 ] || [ -n "$synth_from" ] || astctc fsdd synth --out "$data/synth" --voices "$synth_voices"
+  [ "$synth_voices" -eq 0 ] || [ -n "$synth_from" ] || astctc prepare fsdd --synth "$synth_voices" --out "$data/synth"
   # sentences: every phone in many contexts, where the digit words show each in one; the mini
   # recipe's corpus, whose test voices are not needed here. No band-limiting: the mel filters
   # stop at 4 kHz (conf), so what lies above FSDD's band never reaches the model.
@@ -86,14 +85,13 @@ tokenizer() {
 # The encoder of $config, its heads swapped for one phoneme CTC head: what is learnt is which
 # sounds are which phones, across many voices; the digit model then starts from that encoder
 # (its own CTC and digit heads start new). Clips up to 5 s: the encoder's position table.
-# Sentences at their own pace: the speaking-rate normalisation of $config is for single words.
 pretrain() {
   if [ -n "$init" ]; then log "--init $init: stage 5 starts from it"; return 0; fi
   if [ "$pretrain_steps" -eq 0 ]; then log "--pretrain-steps 0: training from scratch"; return 0; fi
-  astctc train --config "$config" --set "exp_dir=$exp/pretrain" --set "max_steps=$pretrain_steps" \
+  astctc_train --config "$config" --set "exp_dir=$exp/pretrain" --set "max_steps=$pretrain_steps" \
     --set "model.classifiers={}" --set "loss_weights={}" --set data.train="$data/pretrain/train/shards" \
     --set data.valid="$data/pretrain/dev/shards" --set data.tokenizer="$data/pretrain/lang" \
-    --set data.max_batch_seconds=10 --set data.num_buckets=0 --set data.max_duration=5.0 --set features.rate_norm_seconds=0 \
+    --set data.max_batch_seconds=10 --set data.num_buckets=0 --set data.max_duration=5.0 \
     --set optim.lr=2e-3 --set optim.warmup_steps=200 --set "checkpoint_every=$pretrain_steps" --set keep_checkpoints=1 \
     "${pretrain_sets[@]}"
   astctc average --exp "$exp/pretrain" --last 1 --out "$exp/pretrain/model"
@@ -103,7 +101,7 @@ train() {
               --set "data.tokenizer=$data/lang" --set "model.classifiers.digit.labels_file=$data/labels/digit.txt")
   if [ -n "$init" ]; then sets+=(--set "init=$init")
   elif [ "$pretrain_steps" -ne 0 ]; then sets+=(--set "init=$exp/pretrain/model"); fi
-  astctc train --config "$config" "${sets[@]}" "${train_sets[@]}"
+  astctc_train --config "$config" "${sets[@]}" "${train_sets[@]}"
 }
 average() { astctc average --exp "$exp" --last 3 --out "$exp/model"; }
 decode() { astctc decode --model "$exp/model" --data "$data/test/shards" --out "$exp/decode_test_greedy"; }

@@ -94,19 +94,14 @@ tokenizer() {
   astctc tokenizer --type "$token_type" --vocab-size "$vocab_size" --manifest "$train_dir/manifest.jsonl" --out "$lang_dir"
 }
 lm() {
-  # KenLM's build_binary beside astctc (lm/build_kenlm.sh compiles it once, ~1.5 min)
-  command -v build_binary >/dev/null || bash ../../lm/build_kenlm.sh --prefix "$(dirname "$(dirname "$(command -v astctc)")")"
+  kenlm_tools
   astctc lm --arpa "$downloads/lm/4-gram.arpa.gz" --out data/lm
 }
 train() {
   local sets=(--set "exp_dir=$exp" --set "data.train=$train_dir/shards" --set "data.valid=data/$valid_set/shards"
               --set "data.tokenizer=$lang_dir")
   sets+=("${train_sets[@]}")
-  if [ "$ngpu" -gt 1 ]; then
-    torchrun --standalone --nproc_per_node "$ngpu" -m astctc.cli train --config "$config" "${sets[@]}"
-  else
-    astctc train --config "$config" "${sets[@]}"
-  fi
+  astctc_train --config "$config" "${sets[@]}"
 }
 average() { astctc average --exp "$exp" --last "$average" --out "$exp/model"; }
 greedy() {

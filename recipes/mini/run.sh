@@ -43,13 +43,12 @@ shards() { for s in train dev test; do astctc shards --manifest data/$s/manifest
 tokenizer() { astctc tokenizer --type char --manifest data/train/manifest.jsonl --out data/lang; }
 train() {
   local sets=(--set "exp_dir=$exp" "${train_sets[@]}")
-  astctc train --config "$config" "${sets[@]}"
+  astctc_train --config "$config" "${sets[@]}"
 }
 average() { astctc average --exp "$exp" --last 3 --out "$exp/model"; }
 decode() { for s in dev test; do astctc decode --model "$exp/model" --data data/$s/shards --out "$exp/decode_${s}_greedy"; done; }
 lm() {
-  # lmplz + build_binary beside astctc (its venv's bin); does nothing when they are there
-  bash ../../lm/build_kenlm.sh --prefix "$(dirname "$(dirname "$(command -v astctc)")")"
+  kenlm_tools
   astctc lm --text data/train/manifest.jsonl --out data/lm --order "$lm_order" --discount-fallback
 }
 decode_beam() {

@@ -48,17 +48,17 @@ Options (defaults):
 data=${data:-data/sc$classes}
 exp=${exp:-exp/sc$classes}
 done_dir=$exp/.done
-export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+use_threads "$threads"
 
 download() {
   local u=(); [ -n "$url" ] && u+=(--url "$url"); [ -n "$test_url" ] && u+=(--test-url "$test_url")
   [ -z "$test_src" ] && u+=(--test-url "")   # no test archive wanted
-  astctc speechcommands download --out "$downloads" "${u[@]}"
+  astctc download speechcommands --out "$downloads" "${u[@]}"
 }
 prepare() {
   local test_opt=(); [ -n "$test_src" ] && test_opt=(--test-src "$test_src")
   local pct=($split_percent)
-  astctc speechcommands prepare --src "$src" "${test_opt[@]}" --out "$data" --classes "$classes" \
+  astctc prepare speechcommands --src "$src" "${test_opt[@]}" --out "$data" --classes "$classes" \
     --dev-percent "${pct[0]}" --test-percent "${pct[1]}"
 }
 shards() { for s in train dev test; do astctc shards --manifest $data/$s/manifest.jsonl --out $data/$s/shards; done; }
@@ -67,7 +67,7 @@ train() {
               --set "model.classifiers.command.labels_file=$data/labels/command.txt")
   [ -n "$init" ] && sets+=(--set "init=$init")
   sets+=("${train_sets[@]}")
-  astctc train --config "$config" "${sets[@]}"
+  astctc_train --config "$config" "${sets[@]}"
 }
 average() { astctc average --exp "$exp" --last 3 --out "$exp/model"; }
 evaluate() { astctc evaluate --model "$exp/model" --data $data/test/shards --out "$exp/evaluate_test"; }
