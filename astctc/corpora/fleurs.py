@@ -23,9 +23,8 @@ import re
 from pathlib import Path
 
 from ..audio import audio_duration
-from .download import (DownloadError, extract, extracted, fetch_many, join_source, recorded_sha256, remove,
-                       verify)
 from ..data.manifest import write_manifest
+from .download import DownloadError, extract, extracted, fetch_many, join_source, recorded_sha256, remove, verify
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +67,13 @@ def offline_help(out: Path, langs: list[str], err: Exception) -> str:
 def _hub_fetch(paths: list[str], out: Path, langs: list[str], endpoint: str | None, revision: str) -> None:
     """hf_hub_download each path into out/<path>; check LFS files against the hub's sha256."""
     from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
-                                        OfflineModeIsEnabled, RepositoryNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
 
     try:
         import httpx

@@ -21,8 +21,8 @@ import re
 from pathlib import Path
 
 from ..audio import audio_duration
-from .download import DownloadError, extract, extracted, fetch_many, join_source, read_checksums, remove
 from ..data.manifest import write_manifest
+from .download import DownloadError, extract, extracted, fetch_many, join_source, read_checksums, remove
 
 log = logging.getLogger(__name__)
 
