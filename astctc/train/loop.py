@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import load_config, save_config
-from .data.pipeline import DataConfig, Featurizer, make_loader
-from .decode import greedy_decode
-from .features import FeatureConfig
-from .models.heads import CTCHead
-from .models.model import ASTModel, ModelConfig
-from .tokenizer import load_tokenizer
+from ..config import load_config, save_config
+from ..data.pipeline import DataConfig, Featurizer, make_loader
+from ..decode import greedy_decode
+from ..features import FeatureConfig
+from ..models.heads import CTCHead
+from ..models.model import ASTModel, ModelConfig
+from ..tokenizer import load_tokenizer
 
 log = logging.getLogger("astctc.train")
 
@@ -271,7 +271,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = ASTModel(cfg.model).to(self.device)
         if cfg.init and not checkpoints(self.exp):  # a resumed run gets its weights from the checkpoint
-            from .models.pretrained import init_from_pretrained, log_report
+            from ..models.pretrained import init_from_pretrained, log_report
 
             log_report(init_from_pretrained(self.model, cfg.init, cfg.init_kernel_resize), self.exp / "init.txt")
         self._encoder_frozen = False
@@ -549,8 +549,8 @@ class Trainer:
     def validate(self) -> dict:
         """Loss per head and in total; WER/CER of greedy CTC decoding on the transcribed samples;
         accuracy (single-label) or mAP (multi-label) of each classifier on its labelled ones."""
-        from .classify import accuracy, mean_average_precision
-        from .metrics import score
+        from ..classify import accuracy, mean_average_precision
+        from ..metrics import score
 
         cfg = self.cfg
         core = getattr(self.model, "module", self.model)
@@ -622,14 +622,14 @@ class Trainer:
     def _plot(self) -> None:
         if self.rank != 0:
             return
-        from .plots import plot_curves
+        from ..plots import plot_curves
 
         if (self.exp / "metrics.jsonl").exists():
             plot_curves(self.exp / "metrics.jsonl", self.exp / "curves.png")
 
 
 def _plain(obj):
-    from .config import to_dict
+    from ..config import to_dict
 
     return to_dict(obj)
 
@@ -665,7 +665,7 @@ def average_checkpoints(exp_dir: str | Path, last: int = 5, out_dir: str | Path 
     The AST paper averages the weights of its last epochs; for CTC this is a cheap, reliable
     gain over the final checkpoint.
     """
-    from .config import from_dict
+    from ..config import from_dict
 
     exp = Path(exp_dir)
     ckpts = checkpoints(exp)[-last:]
