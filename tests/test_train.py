@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from astctc.train import TrainConfig, Trainer, average_checkpoints, checkpoints, load_checkpoint
 from astctc.config import load_config
+from astctc.device import use_bf16
+from astctc.train import TrainConfig, Trainer, average_checkpoints, checkpoints, load_checkpoint
 from tests.conftest import tiny_train_config
 
 STEPS = 30
@@ -99,7 +100,7 @@ def test_train_average_decode_transcribe(tiny_corpus, tmp_path):
     assert {"wer", "cer", "loss"} <= set(summary)
     assert (exp / "curves.png").stat().st_size > 1000
     assert (exp / "config.yaml").exists() and list((exp / "tensorboard").iterdir())
-    rows = [json.loads(l) for l in (exp / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
     assert any(r["split"] == "train" for r in rows) and any(r["split"] == "valid" for r in rows)
 
     ckpts = checkpoints(exp)[-2:]
@@ -130,13 +131,12 @@ def test_bad_config_key_is_clear(tmp_path):
         load_config(TrainConfig, p)
 
 
-def test_precision_amx_is_bf16_on_cuda_and_on_cpus_with_amx(monkeypatch):
-    from astctc.train import use_bf16
-
+def test_precision_auto_is_bf16_on_cuda_and_on_cpus_with_amx(monkeypatch, tmp_path):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert use_bf16(cpu, "bf16") and not use_bf16(cuda, "fp32")
-    assert use_bf16(cuda, "auto") and use_bf16(cuda, "amx")
+    assert use_bf16(cuda, "auto")
     for amx in (True, False):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
-        assert use_bf16(cpu, "amx") is amx
-        assert not use_bf16(cpu, "auto")  # CPU recipes measured in fp32 stay so
+        assert use_bf16(cpu, "auto") is amx
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32, not 'amx'"):
+        Trainer(load_config(TrainConfig, None, [f"exp_dir={tmp_path}", "precision=amx"]))

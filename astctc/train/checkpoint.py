@@ -1,0 +1,66 @@
+"""Checkpoints of a run: exp_dir/ckpt/step-NNNNNNNN.pt, written atomically, with the RNG state."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def checkpoints(exp_dir: str | Path) -> list[Path]:
+    """Training checkpoints of a run, oldest first."""
+    return sorted((Path(exp_dir) / "ckpt").glob("step-*.pt"))
+
+
+def checkpoint_path(exp_dir: str | Path, step: int) -> Path:
+    return Path(exp_dir) / "ckpt" / f"step-{step:08d}.pt"
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"{path}: cannot load checkpoint ({e})") from None
+
+
+def prune_checkpoints(exp_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints."""
+    for old in checkpoints(exp_dir)[:-keep]:
+        old.unlink()
+
+
+def rng_state() -> dict:
+    """The torch, numpy, Python (and CUDA) generators' states, as tensors and plain values that
+    torch.load(weights_only=True) accepts."""
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": _np_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _np_state() -> tuple:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
