@@ -55,8 +55,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import from_dict
 from .encoder import EncoderConfig
-from .model import ASTModel
+from .model import ASTModel, ModelConfig
 
 log = logging.getLogger("astctc.pretrained")
 
@@ -165,7 +166,8 @@ def _hf_state(name: str, where: str, repo: str | None) -> Source:
     mt = config.model_type
     kwargs = {}
     if mt == "audio-spectrogram-transformer":
-        from transformers import ASTForAudioClassification, ASTModel as HFAST
+        from transformers import ASTForAudioClassification
+        from transformers import ASTModel as HFAST
 
         archs = config.architectures or []
         cls = ASTForAudioClassification if "ASTForAudioClassification" in archs else HFAST
@@ -214,9 +216,6 @@ def _hf_state(name: str, where: str, repo: str | None) -> Source:
 
 def _astctc_state(name: str, d: Path) -> Source:
     from safetensors.torch import load_file
-
-    from ..config import from_dict
-    from .model import ModelConfig
 
     cfg = from_dict(ModelConfig, json.loads((d / "config.json").read_text()))
     e = cfg.encoder
@@ -409,27 +408,3 @@ def log_report(report: InitReport, path: str | Path | None = None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(str(report) + "\n")
         log.info("init: per-tensor report in %s", path)
-
-
-def init_check(config_path: str | None, overrides: list[str], spec: str | None = None) -> InitReport:
-    """What `astctc train` would load, adapt and leave new, without training (`astctc init-check`)."""
-    from ..config import load_config
-    from ..tokenizer import load_tokenizer
-    from ..train import TrainConfig
-
-    cfg = load_config(TrainConfig, config_path, overrides)
-    spec = spec or cfg.init
-    if not spec:
-        raise ValueError("nothing to check: give --init or set init: in the config")
-    src = load_source(spec)  # fails fast (hub, offline) before building a large model
-    note = None
-    if cfg.model.ctc is not None:
-        try:
-            cfg.model.ctc.vocab_size = load_tokenizer(cfg.data.tokenizer).vocab_size
-        except (FileNotFoundError, ValueError, OSError):
-            cfg.model.ctc, note = None, f"no tokenizer at {cfg.data.tokenizer}: CTC head left out (it is new in any case)"
-    torch.manual_seed(cfg.seed)
-    report = init_from_pretrained(ASTModel(cfg.model), src, cfg.init_kernel_resize)
-    if note:
-        report.notes.append(note)
-    return report
