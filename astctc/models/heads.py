@@ -72,7 +72,7 @@ class ClassifierConfig:  # also the data pipeline's LabelSpec (num_classes, mult
     def resolve(self, name: str = "classifier") -> "ClassifierConfig":
         """Fill `classes` from `labels_file` and `num_classes` from `classes`; check they agree."""
         if self.labels_file:
-            listed = [l.strip() for l in Path(self.labels_file).read_text(encoding="utf-8").splitlines() if l.strip()]
+            listed = [s.strip() for s in Path(self.labels_file).read_text(encoding="utf-8").splitlines() if s.strip()]
             if self.classes is not None and list(self.classes) != listed:
                 raise ValueError(f"head {name}: classes differ from {self.labels_file}")
             self.classes = listed
