@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..features import FeatureConfig
+
 
 @dataclass
 class EncoderConfig:
@@ -61,10 +63,16 @@ class EncoderConfig:
     def max_time_columns(self) -> int:
         return self.time_columns(self.max_frames)
 
+    def frame_seconds(self, frame_shift_ms: float = FeatureConfig.frame_shift_ms) -> float:
+        """Seconds of audio per token column (a CTC frame): the time stride in fbank frames
+        times their shift. The one place the output frame rate is computed."""
+        return self.stride_time * frame_shift_ms / 1000.0
+
     @property
     def frame_rate(self) -> float:
-        """Token columns per second of audio (fbank at 100 frames/s)."""
-        return 100.0 / self.stride_time
+        """Token columns per second at the default fbank shift: 1 / frame_seconds(), written
+        as one division so that it is exact (10, not 9.999...)."""
+        return 1000.0 / (self.stride_time * FeatureConfig.frame_shift_ms)
 
 
 class PatchEmbeddings(nn.Module):

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import from_dict, to_dict
+from ..device import resolve_device
 from ..features import FeatureConfig
 from ..tokenizer import Tokenizer, load_tokenizer
 from .encoder import ASTEncoder, EncoderConfig
@@ -79,10 +80,17 @@ class LoadedModel:
     model: ASTModel
     features: FeatureConfig
     tokenizer: Tokenizer | None
+    device: torch.device
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds of audio per CTC output frame."""
+        return self.model.cfg.encoder.frame_seconds(self.features.frame_shift_ms)
 
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model directory written by `ASTModel.save` (or `astctc average`)."""
+    """Load a model directory written by `ASTModel.save` (or `astctc average`) onto `device`
+    ("auto": CUDA when there is one, else the CPU)."""
     from safetensors.torch import load_file
 
     d = Path(directory)
@@ -100,4 +108,5 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Loa
         raise ValueError(
             f"{d}: tokenizer has {tokenizer.vocab_size} tokens but the CTC head {cfg.ctc.vocab_size}"
         )
-    return LoadedModel(model.to(device).eval(), feats, tokenizer)
+    device = resolve_device(device) if isinstance(device, str) else device
+    return LoadedModel(model.to(device).eval(), feats, tokenizer, device)
