@@ -18,26 +18,20 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .audio import load_audio
-from .features import fbank
+from .data.pipeline import DataConfig, Featurizer, make_loader
+from .inference import WindowedModel
 from .metrics import accuracy, average_precision, confusion_matrix, macro_f1, mean_average_precision
+from .models.model import load_model
 
 log = logging.getLogger(__name__)
 
-# ---- inference ------------------------------------------------------------------------------
 
-
-class Classifier:
+class Classifier(WindowedModel):
     """Class probabilities for audio files or waveforms from one head of a model directory."""
 
     def __init__(self, model_dir: str | Path, head: str | None = None, device: str = "auto",
                  batch_seconds: float = 120.0):
-        from .models.model import load_model
-        from .device import resolve_device
-
-        self.device = resolve_device(device)
-        loaded = load_model(model_dir, self.device)
-        self.model, self.features = loaded.model, loaded.features
+        super().__init__(model_dir, device, batch_seconds)
         names = list(self.model.classifiers)
         if not names:
             raise ValueError(f"{model_dir}: model has no classification head")
@@ -51,39 +45,19 @@ class Classifier:
         cfg = self.model.classifiers[head].cfg
         self.classes = list(cfg.classes) if cfg.classes else [str(i) for i in range(cfg.num_classes)]
         self.multi_label = cfg.multi_label
-        self.window = self.model.cfg.encoder.max_frames
-        self.batch_seconds = batch_seconds
 
     @torch.no_grad()
     def probabilities(self, audio: Sequence) -> torch.Tensor:
         """(N, C) probabilities (softmax, or sigmoid for multi-label); windows averaged."""
-        windows, owner = [], []
-        for n, a in enumerate(audio):
-            wav = a if isinstance(a, torch.Tensor) else load_audio(a)
-            feats = fbank(wav, self.features)
-            for i in range(0, feats.shape[0], self.window):
-                windows.append(feats[i : i + self.window])
-                owner.append(n)
-        order = sorted(range(len(windows)), key=lambda i: windows[i].shape[0])
+        windows = self.windows(audio)
         probs = torch.zeros(len(windows), len(self.classes))
         head = self.model.classifiers[self.head]
-        i = 0
-        while i < len(order):
-            j = i + 1
-            while j < len(order) and (j + 1 - i) * windows[order[j]].shape[0] / 100 <= self.batch_seconds:
-                j += 1
-            idx = order[i:j]
-            x = torch.zeros(len(idx), windows[idx[-1]].shape[0], windows[idx[0]].shape[1])
-            for b, k in enumerate(idx):
-                x[b, : windows[k].shape[0]] = windows[k]
-            lengths = torch.tensor([windows[k].shape[0] for k in idx])
-            logits = self.model(x.to(self.device), lengths.to(self.device))[self.head]
-            probs[idx] = head.probabilities(logits).float().cpu()
-            i = j
-        owner_t = torch.tensor(owner)
+        for idx, r in self.run(windows):
+            probs[idx] = head.probabilities(r[self.head]).float().cpu()
+        owner = torch.tensor([w.source for w in windows])
         out = torch.zeros(len(audio), len(self.classes))
-        out.index_add_(0, owner_t, probs)
-        return out / torch.bincount(owner_t, minlength=len(audio)).clamp(min=1)[:, None]
+        out.index_add_(0, owner, probs)
+        return out / torch.bincount(owner, minlength=len(audio)).clamp(min=1)[:, None]
 
     def __call__(self, audio, top_k: int = 5):
         """[(class, probability)] best first, top_k of them, per clip (one list for one clip)."""
@@ -121,14 +95,10 @@ def evaluate_set(model_dir: str | Path, shards: str, out_dir: str | Path, head: 
     Writes to out_dir: scores.json (every head), and per head <head>.txt (summary, per-class
     figures, confusion matrix for single-label heads), <head>_confusion.png and
     <head>_per_utt.tsv (id, reference, hypothesis, its probability; errors first)."""
-    from .data.pipeline import DataConfig, Featurizer, make_loader
-    from .models.model import load_model
-    from .plots import plot_confusion
-    from .device import resolve_device
+    from .plots import plot_confusion  # lazy: matplotlib is slow to import
 
-    dev = resolve_device(device)
-    loaded = load_model(model_dir, dev)
-    model = loaded.model
+    loaded = load_model(model_dir, device)
+    model, dev = loaded.model, loaded.device
     heads = {h: m.cfg for h, m in model.classifiers.items() if head is None or h == head}
     if not heads:
         raise ValueError(f"{model_dir}: " + (f"no head {head!r}" if head else "model has no classification head"))
@@ -164,7 +134,8 @@ def evaluate_set(model_dir: str | Path, shards: str, out_dir: str | Path, head: 
             s = {"head": h, "type": "multi-label", "count": len(ids[h]),
                  "mAP": 100 * mean_average_precision(y, p), "classes_scored": len(present)}
             lines = [f"{h}: mAP {s['mAP']:.2f}% over {len(present)} classes, {len(ids[h])} clips", "",
-                     "per-class AP (%):"] + [f"  {c:<30} {100 * a:6.2f}" for c, a in sorted(aps.items(), key=lambda x: x[1])]
+                     "per-class AP (%):"]
+            lines += [f"  {c:<30} {100 * a:6.2f}" for c, a in sorted(aps.items(), key=lambda x: x[1])]
             rows = [(i, ",".join(classes[c] for c in np.flatnonzero(y[n] > 0.5)),
                      ",".join(classes[c] for c in np.flatnonzero(p[n] > 0.5)), float(p[n].max()))
                     for n, i in enumerate(ids[h])]
@@ -177,7 +148,8 @@ def evaluate_set(model_dir: str | Path, shards: str, out_dir: str | Path, head: 
             recall = np.divide(np.diag(m), m.sum(1), out=np.zeros(len(classes)), where=m.sum(1) > 0)
             lines = [f"{h}: accuracy {s['accuracy']:.2f}% ({s['errors']} errors in {s['count']} clips), "
                      f"macro-F1 {s['macro_f1']:.2f}%", "", "per-class recall (%):"]
-            lines += [f"  {c:<30} {100 * r:6.2f}  ({m[i].sum()} clips)" for i, (c, r) in enumerate(zip(classes, recall))]
+            lines += [f"  {c:<30} {100 * r:6.2f}  ({m[i].sum()} clips)"
+                      for i, (c, r) in enumerate(zip(classes, recall))]
             lines += ["", _confusion_text(m, classes)]
             plot_confusion(m, classes, f"{h}: accuracy {s['accuracy']:.2f}%", out / f"{h}_confusion.png")
             rows = [(i, classes[a], classes[b], float(p[n, b])) for n, (i, a, b) in enumerate(zip(ids[h], ref, hyp))]

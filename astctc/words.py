@@ -1,8 +1,9 @@
 """Words with times: from a greedy path or a beam, for whole files, as JSON or SRT subtitles.
 
-A CTC frame stands for `frame_seconds` of audio (the encoder's time stride), so a word's
-start is its first letter's first frame and its end the frame after its last letter. These
-are the frames where the model fired, which lag or lead the true boundaries by a frame or two.
+A CTC frame stands for `frame_seconds` of audio (the encoder's time stride times the fbank
+shift), so a word's start is its first letter's first frame and its end the frame after its
+last letter. These are the frames where the model fired, which lag or lead the true
+boundaries by a frame or two.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .decode import BeamSearch, Hypothesis, Word, frame_seconds
+from .decode import BeamSearch, Hypothesis, Word
 from .tokenizer import Tokenizer
 
 
@@ -50,32 +51,22 @@ def greedy_words(log_probs: np.ndarray | torch.Tensor, tokenizer: Tokenizer, sec
 
 
 def transcribe_words(asr, files: Sequence, search: BeamSearch | None = None) -> list[Hypothesis]:
-    """Words with times for each file, through a Transcriber's model (greedy, or `search`).
+    """Words with times for each file, through a `Transcriber` (greedy, or `search`).
 
     Long files are cut into the Transcriber's windows; each window's times are shifted by
     where it starts.
     """
-    from .audio import load_audio
-    from .features import fbank
-
-    fs = frame_seconds(asr.model, asr.features)
-    shift = asr.features.frame_shift_ms / 1000.0
-    windows, owner, offset = [], [], []
-    for n, f in enumerate(files):
-        feats = fbank(f if isinstance(f, torch.Tensor) else load_audio(f), asr.features)
-        for i in range(0, feats.shape[0], asr.window):
-            windows.append(feats[i : i + asr.window])
-            owner.append(n)
-            offset.append(i * shift)
+    windows = asr.windows(files)
     lps = asr.log_probs(windows)
     if search is not None:
         hyps = search.decode([lp.numpy() for lp in lps])
     else:
-        hyps = [greedy_words(lp, asr.tokenizer, fs) for lp in lps]
+        hyps = [greedy_words(lp, asr.tokenizer, asr.frame_seconds) for lp in lps]
+    shift = asr.features.frame_shift_ms / 1000.0  # seconds per fbank frame
     out = [Hypothesis("", [], 0.0) for _ in files]
-    for n, off, h in zip(owner, offset, hyps):
-        o = out[n]
-        o.words += [Word(w.word, round(w.start + off, 3), round(w.end + off, 3)) for w in h.words]
+    for w, h in zip(windows, hyps):
+        o, off = out[w.source], w.start * shift
+        o.words += [Word(x.word, round(x.start + off, 3), round(x.end + off, 3)) for x in h.words]
         o.text = " ".join(t for t in (o.text, h.text) if t)
         o.score += h.score
     return out

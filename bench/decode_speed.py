@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from astctc.data.pipeline import DataConfig, Featurizer, make_loader
-from astctc.decode import BeamConfig, BeamSearch, frame_seconds, greedy_decode
+from astctc.decode import BeamConfig, BeamSearch, greedy_decode
 from astctc.lm import load_unigrams
 from astctc.metrics import score
 from astctc.models.model import load_model
@@ -94,7 +94,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.cores)
     loaded, lps, refs, audio, t_fwd = forward(a.model, a.data)
     tok, ids = loaded.tokenizer, list(refs)
-    search = BeamSearch(tok, a.lm, BeamConfig(beam_width=a.beam_width), frame_seconds(loaded.model, loaded.features))
+    search = BeamSearch(tok, a.lm, BeamConfig(beam_width=a.beam_width), loaded.frame_seconds)
     cfg, alpha, beta = search.cfg, search.alpha, search.beta
     chunks = batches(lps, a.batch)
     greedy_in = [(torch.from_numpy(padded(c, 0.0)), torch.tensor([lp.shape[0] for lp in c])) for c in chunks]
@@ -112,7 +112,7 @@ def main(argv=None) -> None:
             torch.set_num_threads(1)
 
     def ours(cores):  # a BeamSearch (and its pool) per run: pool start-up is in the time
-        with BeamSearch(tok, a.lm, cfg, num_workers=cores) as s:
+        with BeamSearch(tok, a.lm, cfg, loaded.frame_seconds, num_workers=cores) as s:
             return [h.text for c in chunks for h in s.decode(c)]
 
     def hf(cores):  # as documented: batch_decode makes a pool per call

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import astctc.decode as decode
+import astctc.decode.beam as beam
 from astctc.cli import main as cli
 from astctc.decode import BeamConfig, BeamSearch, greedy_decode, tune
 from astctc.lm import LMConfig, find_tool, import_arpa, resolve_lm, train_lm, tuned_path
@@ -95,10 +95,10 @@ def test_collapsing_runs_changes_nothing(lm, monkeypatch):
             frames += [{ch: float(rng.choice([0.999, 0.9, 0.6]))}] * int(rng.integers(1, 4))
             frames += [{"": float(rng.choice([0.9999, 0.95]))}] * int(rng.integers(1, 5))
         lps.append(posteriors(frames))
-    assert sum(len(decode.collapse_runs(lp, -5.0)[0]) for lp in lps) < 0.6 * sum(len(lp) for lp in lps)
+    assert sum(len(beam.collapse_runs(lp, -5.0)[0]) for lp in lps) < 0.6 * sum(len(lp) for lp in lps)
     with BeamSearch(TOK, lm, frame_seconds=FS) as search:
         fast = search.decode(lps)
-        monkeypatch.setattr(decode, "collapse_runs", lambda lp, t: (np.arange(len(lp)), np.arange(len(lp))))
+        monkeypatch.setattr(beam, "collapse_runs", lambda lp, t: (np.arange(len(lp)), np.arange(len(lp))))
         slow = search.decode(lps)
     assert [(h.text, h.words) for h in fast] == [(h.text, h.words) for h in slow]
     assert np.allclose([h.score for h in fast], [h.score for h in slow], atol=1e-3)

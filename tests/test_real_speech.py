@@ -30,8 +30,9 @@ def test_transcribe_shared_clips(shared_data, tmp_path):
     longest = max(clips[:2], key=lambda c: load_audio(c).numel())
     n_frames = asr.features.frames(load_audio(longest).numel())
     assert n_frames > 1000
-    windows = asr._features(str(longest))
-    assert len(windows) == -(-n_frames // 1000) and sum(w.shape[0] for w in windows) == n_frames
+    windows = asr.windows([str(longest)])
+    assert len(windows) == -(-n_frames // 1000) and sum(w.feats.shape[0] for w in windows) == n_frames
+    assert [w.start for w in windows] == list(range(0, n_frames, 1000))
     from astctc.cli import main
 
     assert main(["transcribe", "--model", str(tmp_path / "m"), str(clips[-1])]) == 0

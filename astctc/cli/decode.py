@@ -7,7 +7,7 @@ from .common import ALPHA_GRID, BETA_GRID, add_parser, beam_config, beam_options
 
 
 def cmd_decode(a: argparse.Namespace) -> None:
-    from ..decode import decode_set
+    from ..decode import DecodeOptions, decode_set
 
     if a.method == "greedy" and (a.lm or a.tune):
         raise ValueError("--lm and --tune need --method beam")
@@ -15,8 +15,8 @@ def cmd_decode(a: argparse.Namespace) -> None:
     if a.method == "beam":
         beam = dict(method="beam", lm=a.lm, beam=beam_config(a), tune_weights=a.tune,
                     alpha_grid=a.alpha_grid, beta_grid=a.beta_grid, num_workers=a.workers)
-    report = decode_set(a.model, a.data, a.out, device=a.device, batch_seconds=a.batch_seconds, plots=a.plots,
-                        **beam)
+    report = decode_set(a.model, a.data, a.out, DecodeOptions(device=a.device, batch_seconds=a.batch_seconds,
+                                                              plots=a.plots, **beam))
     print(report.summary())
 
 

@@ -17,12 +17,12 @@ def cmd_transcribe(a: argparse.Namespace) -> None:
             text = asr(f)
             print(f"{f}\t{text}" if len(a.files) > 1 else text)
         return
-    from ..decode import BeamSearch, frame_seconds
+    from ..decode import BeamSearch
     from ..words import format_transcripts, transcribe_words
 
     search = None
     if a.lm is not None:
-        search = BeamSearch(asr.tokenizer, a.lm, beam_config(a), frame_seconds(asr.model, asr.features),
+        search = BeamSearch(asr.tokenizer, a.lm, beam_config(a), asr.frame_seconds,
                             num_workers=a.workers or os.cpu_count() or 1)
     try:
         hyps = transcribe_words(asr, a.files, search)

@@ -1,6 +1,6 @@
-"""CTC decoding: batched greedy search, and beam search with a KenLM n-gram (pyctcdecode).
+"""CTC prefix beam search with a KenLM n-gram (pyctcdecode), over log-probabilities on the CPU.
 
-Beam search runs on CPU over log-probabilities the model computed once, so a set can be decoded
+Beam search runs over log-probabilities the model computed once, so a set can be decoded
 many times (alpha/beta tuning) for the price of one forward pass. Search is parallel over
 utterances in a process pool that lives as long as its `BeamSearch` object.
 """
@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import time
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -19,31 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .tokenizer import CharTokenizer, Tokenizer
+from ..lm import load_unigrams, resolve_lm
+from ..tokenizer import CharTokenizer, Tokenizer
+from .hypothesis import Hypothesis, Word
 
 log = logging.getLogger(__name__)
 
-
-def greedy_ids(log_probs: Tensor, lengths: Tensor, blank: int = 0) -> list[list[int]]:
-    """Best path per utterance: argmax per frame, merge repeats, drop blanks. Batched on device."""
-    best = log_probs.argmax(dim=-1)  # (B, T)
-    B, T = best.shape
-    keep = best != blank
-    keep[:, 1:] &= best[:, 1:] != best[:, :-1]
-    keep &= torch.arange(T, device=best.device)[None, :] < lengths[:, None].to(best.device)
-    best, keep = best.cpu(), keep.cpu()
-    return [best[b][keep[b]].tolist() for b in range(B)]
-
-
-def greedy_decode(log_probs: Tensor, lengths: Tensor, tokenizer: Tokenizer) -> list[str]:
-    return [tokenizer.decode(ids) for ids in greedy_ids(log_probs, lengths, tokenizer.blank)]
-
-
-# ---- beam search with a KenLM n-gram ------------------------------------------------------
-
 DEFAULT_ALPHA, DEFAULT_BETA = 0.5, 1.5  # pyctcdecode's defaults; used until `--tune` records better
-ALPHA_GRID = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-BETA_GRID = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
 
 
 @dataclass
@@ -57,25 +38,6 @@ class BeamConfig:
     unk_score_offset: float = -10.0  # log10 penalty (scaled by alpha) for a word outside the LM
     hotwords: list[str] = field(default_factory=list)
     hotword_weight: float = 10.0
-
-
-@dataclass
-class Word:
-    word: str
-    start: float  # seconds
-    end: float
-
-
-@dataclass
-class Hypothesis:
-    text: str
-    words: list[Word]
-    score: float  # acoustic + weighted LM score of the best beam (natural log)
-
-
-def frame_seconds(model, features) -> float:
-    """Seconds per CTC output frame: the encoder's time stride in fbank frames x the frame shift."""
-    return model.cfg.encoder.stride_time * features.frame_shift_ms / 1000.0
 
 
 def collapse_runs(log_probs: np.ndarray, token_min_logp: float) -> tuple[np.ndarray, np.ndarray]:
@@ -156,9 +118,7 @@ class BeamSearch:
 
     def __init__(self, tokenizer: Tokenizer, lm: str | Path | None = None, cfg: BeamConfig | None = None,
                  frame_seconds: float = 0.02, num_workers: int = 1):
-        from pyctcdecode import build_ctcdecoder
-
-        from .lm import load_unigrams, resolve_lm
+        from pyctcdecode import build_ctcdecoder  # lazy: slow to import, and only a beam search needs it
 
         self.cfg = cfg or BeamConfig()
         self.tokenizer = tokenizer
@@ -263,153 +223,3 @@ class BeamSearch:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-# ---- alpha/beta tuning --------------------------------------------------------------------
-
-@dataclass
-class TuneResult:
-    alpha: float
-    beta: float
-    wer: float
-    cer: float
-    grid: list[dict]
-
-
-def tune(search: BeamSearch, log_probs: Sequence[np.ndarray], refs: dict[str, str],
-         alphas: Sequence[float] = ALPHA_GRID, betas: Sequence[float] = BETA_GRID) -> TuneResult:
-    """Grid-search alpha x beta on log-probabilities computed once; lowest WER wins, then CER.
-
-    `refs` is ordered like `log_probs` (utterance id -> reference text).
-    """
-    from .metrics import score
-
-    ids = list(refs)
-    if len(ids) != len(log_probs):
-        raise ValueError(f"{len(ids)} references for {len(log_probs)} utterances")
-    grid = []
-    for a in alphas:
-        for b in betas:
-            hyps = search.decode(log_probs, alpha=a, beta=b)
-            r = score(refs, {k: h.text for k, h in zip(ids, hyps)})
-            grid.append({"alpha": float(a), "beta": float(b), "wer": r.wer, "cer": r.cer})
-            log.info("tune: alpha=%.3g beta=%.3g WER %.2f CER %.2f", a, b, r.wer, r.cer)
-    best = min(grid, key=lambda g: (g["wer"], g["cer"]))
-    for name, value, axis in (("alpha", best["alpha"], alphas), ("beta", best["beta"], betas)):
-        if len(axis) > 1 and value in (min(axis), max(axis)) and not (name == "alpha" and value == 0 == min(axis)):
-            log.warning("tune: best %s=%g is at the edge of its grid %s; a wider grid may do better",
-                        name, value, ",".join(f"{v:g}" for v in axis))
-    return TuneResult(best["alpha"], best["beta"], best["wer"], best["cer"], grid)
-
-
-def record_tuning(result: TuneResult, path: Path, **context) -> Path:
-    """Write the best pair beside the LM, with what it was tuned on (a later decode reads it)."""
-    data = {"alpha": result.alpha, "beta": result.beta, "wer": result.wer, "cer": result.cer,
-            **context, "grid": result.grid}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-    return path
-
-
-# ---- a whole shard set ----------------------------------------------------------------------
-
-def decode_set(
-    model_dir: str,
-    shards: str,
-    out_dir: str,
-    device: str = "auto",
-    batch_seconds: float = 200.0,
-    plots: int = 2,
-    method: str = "greedy",
-    lm: str | None = None,
-    beam: BeamConfig | None = None,
-    tune_weights: bool = False,
-    alpha_grid: Sequence[float] = ALPHA_GRID,
-    beta_grid: Sequence[float] = BETA_GRID,
-    num_workers: int | None = None,
-):
-    """Decode a shard set with a model directory; write hyp/ref trn, wer.txt, per_utt.tsv.
-
-    method "greedy" is best path; "beam" is beam search, with the n-gram `lm` when given.
-    With `tune_weights`, alpha and beta are grid-searched on this set first (the acoustic
-    model runs once) and the best pair is recorded beside the LM for later decodes.
-    Also draws the spectrogram and CTC posteriors of the first `plots` utterances, and records
-    the decoding speed (seconds of audio per second) in speed.json.
-    """
-    import os
-
-    from .data.pipeline import DataConfig, Featurizer, make_loader
-    from .metrics import score, write_report
-    from .models.model import load_model
-    from .plots import plot_posteriors
-    from .train import resolve_device
-
-    if method not in ("greedy", "beam"):
-        raise ValueError(f"decoding method must be greedy or beam, not {method!r}")
-    if tune_weights and (method != "beam" or lm is None):
-        raise ValueError("--tune needs --method beam and an --lm to tune for")
-    dev = resolve_device(device)
-    loaded = load_model(model_dir, dev)
-    model, tok = loaded.model, loaded.tokenizer
-    if tok is None:
-        raise ValueError(f"{model_dir}: model has no CTC head")
-    search = None
-    if method == "beam":  # before the forward pass: a bad LM should fail in seconds, not minutes
-        search = BeamSearch(tok, lm, beam, frame_seconds(model, loaded.features),
-                            num_workers or os.cpu_count() or 1)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = DataConfig(max_batch_seconds=batch_seconds, num_workers=0)
-    loader = make_loader(shards, Featurizer(loaded.features, None), cfg, train=False)
-    refs, hyps, lps, audio_s, drawn = {}, {}, [], 0.0, []
-    t0 = time.time()
-    with torch.no_grad():
-        for batch in loader:
-            if batch is None:
-                continue
-            r = model(batch["feats"].to(dev), batch["lengths"].to(dev))
-            if search is None:
-                hyps.update(zip(batch["ids"], greedy_decode(r["log_probs"], r["lengths"], tok)))
-            else:
-                lps += [r["log_probs"][b, : int(n)].float().cpu().numpy() for b, n in enumerate(r["lengths"])]
-            refs.update(zip(batch["ids"], batch["texts"]))
-            audio_s += batch["seconds"]
-            for b in range(len(batch["ids"])):
-                if len(drawn) >= plots:
-                    break
-                n, T = int(r["lengths"][b]), int(batch["lengths"][b])
-                drawn.append((batch["ids"][b], batch["feats"][b, :T], r["log_probs"][b, :n].cpu()))
-    t_acoustic = time.time() - t0
-    if not refs:
-        raise ValueError(f"{shards}: no utterances to decode")
-    speed = {"audio_seconds": audio_s, "acoustic_seconds": t_acoustic, "device": str(dev)}
-    if search is not None:
-        with search:
-            if tune_weights:
-                t1 = time.time()
-                result = tune(search, lps, refs, alpha_grid, beta_grid)
-                search.alpha, search.beta = result.alpha, result.beta
-                path = record_tuning(result, search.lm_files.tuned, model=str(Path(model_dir).resolve()),
-                                     data=str(Path(shards).resolve()), beam=asdict(search.cfg))
-                log.info("tuned on %s: alpha=%g beta=%g WER %.2f -> %s", shards, result.alpha,
-                         result.beta, result.wer, path)
-                speed["tune_seconds"] = time.time() - t1
-            elif search.tuned and search.tuned.get("model") != str(Path(model_dir).resolve()):
-                log.warning("%s was tuned for model %s, not %s; rerun with --tune for this model",
-                            search.lm_files.tuned, search.tuned.get("model"), model_dir)
-            t1 = time.time()
-            found = search.decode(lps)
-            speed["search_seconds"] = time.time() - t1
-        hyps = {k: h.text for k, h in zip(refs, found)}
-        (out / "beam.json").write_text(json.dumps(
-            {"lm": str(search.lm_files.model) if search.lm_files else None, **asdict(search.cfg),
-             "alpha": search.alpha, "beta": search.beta}, indent=2))
-    elapsed = time.time() - t0 - speed.get("tune_seconds", 0.0)
-    for k, (uid, feats, lp) in enumerate(drawn):
-        plot_posteriors(feats, lp, tok.labels(), f"{uid}: {hyps.get(uid, '')}", out / f"posteriors_{k}.png")
-    report = score(refs, hyps)
-    write_report(report, out)
-    speed.update(wall_seconds=elapsed, x_real_time=audio_s / max(elapsed, 1e-9), method=method)
-    (out / "speed.json").write_text(json.dumps(speed, indent=2))
-    return report

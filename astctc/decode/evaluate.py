@@ -1,0 +1,151 @@
+"""Decode a whole shard set and score it: the acoustic model runs once over the set, then
+the log-probabilities are searched (greedy, or beam with an optional LM and alpha/beta
+tuning), then the report, plots and speed figures are written."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..data.pipeline import DataConfig, Featurizer, make_loader
+from ..metrics import Report, score, write_report
+from ..models.model import ASTModel, load_model
+from ..tokenizer import Tokenizer
+from .beam import BeamConfig, BeamSearch
+from .greedy import greedy_decode
+from .tune import ALPHA_GRID, BETA_GRID, record_tuning, tune
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DecodeOptions:
+    device: str = "auto"
+    batch_seconds: float = 200.0  # seconds of audio per forward batch
+    plots: int = 2  # utterances whose spectrogram and CTC posteriors are drawn
+    method: str = "greedy"  # greedy (best path) | beam
+    lm: str | None = None  # KenLM n-gram for beam search
+    beam: BeamConfig = field(default_factory=BeamConfig)
+    tune_weights: bool = False  # grid-search alpha x beta on this set, record the best beside the LM
+    alpha_grid: Sequence[float] = ALPHA_GRID
+    beta_grid: Sequence[float] = BETA_GRID
+    num_workers: int | None = None  # beam search processes; None: one per core
+
+
+@dataclass
+class Forward:
+    """What one pass of the acoustic model over a set leaves."""
+    refs: dict[str, str] = field(default_factory=dict)  # in decoding order
+    greedy: dict[str, str] = field(default_factory=dict)  # best paths (greedy method only)
+    log_probs: list[np.ndarray] = field(default_factory=list)  # per utterance (beam method only)
+    drawn: list[tuple[str, Tensor, Tensor]] = field(default_factory=list)  # id, fbank, log-probs to plot
+    audio_seconds: float = 0.0
+
+
+def decode_set(model_dir: str, shards: str, out_dir: str, opts: DecodeOptions | None = None) -> Report:
+    """Decode a shard set with a model directory; write hyp/ref trn, wer.txt, per_utt.tsv.
+
+    method "greedy" is best path; "beam" is beam search, with the n-gram `lm` when given.
+    With `tune_weights`, alpha and beta are grid-searched on this set first (the acoustic
+    model runs once) and the best pair is recorded beside the LM for later decodes.
+    Also draws the spectrogram and CTC posteriors of the first `plots` utterances, and records
+    the decoding speed (seconds of audio per second) in speed.json.
+    """
+    opts = opts or DecodeOptions()
+    if opts.method not in ("greedy", "beam"):
+        raise ValueError(f"decoding method must be greedy or beam, not {opts.method!r}")
+    if opts.tune_weights and (opts.method != "beam" or opts.lm is None):
+        raise ValueError("--tune needs --method beam and an --lm to tune for")
+    loaded = load_model(model_dir, opts.device)
+    if loaded.tokenizer is None:
+        raise ValueError(f"{model_dir}: model has no CTC head")
+    search = None
+    if opts.method == "beam":  # before the forward pass: a bad LM should fail in seconds, not minutes
+        search = BeamSearch(loaded.tokenizer, opts.lm, opts.beam, loaded.frame_seconds,
+                            opts.num_workers or os.cpu_count() or 1)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    loader = make_loader(shards, Featurizer(loaded.features, None),
+                         DataConfig(max_batch_seconds=opts.batch_seconds, num_workers=0), train=False)
+    t0 = time.time()
+    fwd = forward(loaded.model, loaded.tokenizer, loader, loaded.device, keep_log_probs=search is not None,
+                  plots=opts.plots)
+    if not fwd.refs:
+        raise ValueError(f"{shards}: no utterances to decode")
+    speed = {"audio_seconds": fwd.audio_seconds, "acoustic_seconds": time.time() - t0, "device": str(loaded.device)}
+    hyps = fwd.greedy
+    if search is not None:
+        hyps = beam_search(search, fwd, opts, model_dir, shards, speed)
+        (out / "beam.json").write_text(json.dumps(
+            {"lm": str(search.lm_files.model) if search.lm_files else None, **asdict(search.cfg),
+             "alpha": search.alpha, "beta": search.beta}, indent=2))
+    elapsed = time.time() - t0 - speed.get("tune_seconds", 0.0)
+    speed.update(wall_seconds=elapsed, x_real_time=fwd.audio_seconds / max(elapsed, 1e-9), method=opts.method)
+    return report(fwd, hyps, loaded.tokenizer, speed, out)
+
+
+@torch.no_grad()
+def forward(model: ASTModel, tokenizer: Tokenizer, loader, device: torch.device, keep_log_probs: bool,
+            plots: int) -> Forward:
+    """Run the model over every batch: greedy paths on the device, or the log-probabilities
+    kept on the CPU for a beam search; and the first `plots` utterances for drawing."""
+    fwd = Forward()
+    for batch in loader:
+        if batch is None:
+            continue
+        r = model(batch["feats"].to(device), batch["lengths"].to(device))
+        if keep_log_probs:
+            fwd.log_probs += [r["log_probs"][b, : int(n)].float().cpu().numpy() for b, n in enumerate(r["lengths"])]
+        else:
+            fwd.greedy.update(zip(batch["ids"], greedy_decode(r["log_probs"], r["lengths"], tokenizer)))
+        fwd.refs.update(zip(batch["ids"], batch["texts"]))
+        fwd.audio_seconds += batch["seconds"]
+        for b in range(len(batch["ids"])):
+            if len(fwd.drawn) >= plots:
+                break
+            n, T = int(r["lengths"][b]), int(batch["lengths"][b])
+            fwd.drawn.append((batch["ids"][b], batch["feats"][b, :T], r["log_probs"][b, :n].cpu()))
+    return fwd
+
+
+def beam_search(search: BeamSearch, fwd: Forward, opts: DecodeOptions, model_dir: str, shards: str,
+                speed: dict) -> dict[str, str]:
+    """Beam-search the set (tuning alpha and beta on it first when asked); adds its times to `speed`."""
+    model = str(Path(model_dir).resolve())
+    with search:
+        if opts.tune_weights:
+            t1 = time.time()
+            result = tune(search, fwd.log_probs, fwd.refs, opts.alpha_grid, opts.beta_grid)
+            search.alpha, search.beta = result.alpha, result.beta
+            path = record_tuning(result, search.lm_files.tuned, model=model,
+                                 data=str(Path(shards).resolve()), beam=asdict(search.cfg))
+            log.info("tuned on %s: alpha=%g beta=%g WER %.2f -> %s", shards, result.alpha,
+                     result.beta, result.wer, path)
+            speed["tune_seconds"] = time.time() - t1
+        elif search.tuned and search.tuned.get("model") != model:
+            log.warning("%s was tuned for model %s, not %s; rerun with --tune for this model",
+                        search.lm_files.tuned, search.tuned.get("model"), model_dir)
+        t1 = time.time()
+        found = search.decode(fwd.log_probs)
+        speed["search_seconds"] = time.time() - t1
+    return {k: h.text for k, h in zip(fwd.refs, found)}
+
+
+def report(fwd: Forward, hyps: dict[str, str], tokenizer: Tokenizer, speed: dict, out: Path) -> Report:
+    """Plots of the drawn utterances, the scores (wer.txt, per_utt.tsv, trn files) and speed.json."""
+    from ..plots import plot_posteriors  # lazy: matplotlib is slow to import
+
+    for k, (uid, feats, lp) in enumerate(fwd.drawn):
+        plot_posteriors(feats, lp, tokenizer.labels(), f"{uid}: {hyps.get(uid, '')}", out / f"posteriors_{k}.png")
+    result = score(fwd.refs, hyps)
+    write_report(result, out)
+    (out / "speed.json").write_text(json.dumps(speed, indent=2))
+    return result
