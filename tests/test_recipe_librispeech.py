@@ -179,7 +179,7 @@ def test_recipe_download_to_score(recipe, openslr):
 
 
 def test_download_without_keeping_archives_is_still_done_once(openslr, tmp_path):
-    from astctc.data import librispeech as ls
+    from astctc.corpora import librispeech as ls
 
     server = openslr["server"]
     kw = dict(mirror=f"{server.url}/resources/12", checksums=openslr["sums"], keep_archives=False, progress=False)
@@ -194,7 +194,7 @@ def test_download_without_keeping_archives_is_still_done_once(openslr, tmp_path)
 
 
 def test_prepare_pairs_audio_with_transcripts(openslr, tmp_path, caplog):
-    from astctc.data import librispeech as ls
+    from astctc.corpora import librispeech as ls
 
     root = tmp_path / "LibriSpeech" / "dev-other"
     shutil.copytree(openslr["sample"], root)
