@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..config import load_config, save_config, to_dict
 from ..data.pipeline import Featurizer, make_loader
 from ..device import autocast, cpu_has_fast_bf16, resolve_device, use_bf16
-from ..logs import setup_logging
+from ..logs import progress_disabled, setup_logging
 from ..models.model import ASTModel
 from ..models.pretrained import init_from_pretrained, log_report
 from ..tokenizer import load_tokenizer
@@ -205,7 +205,7 @@ class Trainer:
         self.model.train()
         bar = tqdm(
             total=cfg.max_steps, initial=self.step, desc=f"epoch {self.epoch}",
-            disable=not cfg.progress or self.rank != 0, dynamic_ncols=True, leave=False,
+            disable=progress_disabled(cfg.progress) or self.rank != 0, dynamic_ncols=True, leave=False,
         )
         window, first = _Window(), True
         while True:
