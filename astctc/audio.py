@@ -4,6 +4,7 @@ Everything downstream (features, shards, models) assumes 16 kHz mono, so this is
 place where formats, channels and rates are reconciled, and the one place that turns a bad
 file into an error that names it.
 """
+
 from __future__ import annotations
 
 import io

@@ -8,6 +8,7 @@
 Clips longer than the position table are cut into windows whose probabilities are averaged.
 Scores: accuracy, macro-F1 and a confusion matrix for single-label heads, mAP for multi-label.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 class Classifier(WindowedModel):
     """Class probabilities for audio files or waveforms from one head of a model directory."""
 
-    def __init__(self, model_dir: str | Path, head: str | None = None, device: str = "auto",
-                 batch_seconds: float = 120.0):
+    def __init__(
+        self, model_dir: str | Path, head: str | None = None, device: str = "auto", batch_seconds: float = 120.0
+    ):
         super().__init__(model_dir, device, batch_seconds)
         names = list(self.model.classifiers)
         if not names:
@@ -69,8 +71,9 @@ class Classifier(WindowedModel):
         return result[0] if single else result
 
 
-def classify(files: Sequence, model_dir: str | Path, head: str | None = None, top_k: int = 5,
-             device: str = "auto") -> list[list[tuple[str, float]]]:
+def classify(
+    files: Sequence, model_dir: str | Path, head: str | None = None, top_k: int = 5, device: str = "auto"
+) -> list[list[tuple[str, float]]]:
     """One-call API: the top_k classes of each file."""
     return Classifier(model_dir, head, device)(list(files), top_k=top_k)
 
@@ -88,8 +91,14 @@ def _confusion_text(m: np.ndarray, classes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_set(model_dir: str | Path, shards: str, out_dir: str | Path, head: str | None = None,
-                 device: str = "auto", batch_seconds: float = 200.0) -> dict:
+def evaluate_set(
+    model_dir: str | Path,
+    shards: str,
+    out_dir: str | Path,
+    head: str | None = None,
+    device: str = "auto",
+    batch_seconds: float = 200.0,
+) -> dict:
     """Score the classification heads of a model on the labelled samples of a shard set.
 
     Writes to out_dir: scores.json (every head), and per head <head>.txt (summary, per-class
@@ -104,8 +113,12 @@ def evaluate_set(model_dir: str | Path, shards: str, out_dir: str | Path, head: 
         raise ValueError(f"{model_dir}: " + (f"no head {head!r}" if head else "model has no classification head"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    loader = make_loader(shards, Featurizer(loaded.features, None, heads=heads),
-                         DataConfig(max_batch_seconds=batch_seconds, num_workers=0), train=False)
+    loader = make_loader(
+        shards,
+        Featurizer(loaded.features, None, heads=heads),
+        DataConfig(max_batch_seconds=batch_seconds, num_workers=0),
+        train=False,
+    )
     ids = {h: [] for h in heads}
     targets, probs = {h: [] for h in heads}, {h: [] for h in heads}
     with torch.no_grad():
@@ -131,32 +144,57 @@ def evaluate_set(model_dir: str | Path, shards: str, out_dir: str | Path, head: 
         if cfg.multi_label:
             present = [c for c in range(len(classes)) if (y[:, c] > 0.5).any()]
             aps = {classes[c]: average_precision(y[:, c] > 0.5, p[:, c]) for c in present}
-            s = {"head": h, "type": "multi-label", "count": len(ids[h]),
-                 "mAP": 100 * mean_average_precision(y, p), "classes_scored": len(present)}
-            lines = [f"{h}: mAP {s['mAP']:.2f}% over {len(present)} classes, {len(ids[h])} clips", "",
-                     "per-class AP (%):"]
+            s = {
+                "head": h,
+                "type": "multi-label",
+                "count": len(ids[h]),
+                "mAP": 100 * mean_average_precision(y, p),
+                "classes_scored": len(present),
+            }
+            lines = [
+                f"{h}: mAP {s['mAP']:.2f}% over {len(present)} classes, {len(ids[h])} clips",
+                "",
+                "per-class AP (%):",
+            ]
             lines += [f"  {c:<30} {100 * a:6.2f}" for c, a in sorted(aps.items(), key=lambda x: x[1])]
-            rows = [(i, ",".join(classes[c] for c in np.flatnonzero(y[n] > 0.5)),
-                     ",".join(classes[c] for c in np.flatnonzero(p[n] > 0.5)), float(p[n].max()))
-                    for n, i in enumerate(ids[h])]
+            rows = [
+                (
+                    i,
+                    ",".join(classes[c] for c in np.flatnonzero(y[n] > 0.5)),
+                    ",".join(classes[c] for c in np.flatnonzero(p[n] > 0.5)),
+                    float(p[n].max()),
+                )
+                for n, i in enumerate(ids[h])
+            ]
         else:
             ref, hyp = y.argmax(1), p.argmax(1)
             m = confusion_matrix(ref, hyp, len(classes))
-            s = {"head": h, "type": "single-label", "count": len(ids[h]),
-                 "accuracy": 100 * accuracy(ref, hyp), "macro_f1": 100 * macro_f1(ref, hyp, len(classes)),
-                 "errors": int((ref != hyp).sum())}
+            s = {
+                "head": h,
+                "type": "single-label",
+                "count": len(ids[h]),
+                "accuracy": 100 * accuracy(ref, hyp),
+                "macro_f1": 100 * macro_f1(ref, hyp, len(classes)),
+                "errors": int((ref != hyp).sum()),
+            }
             recall = np.divide(np.diag(m), m.sum(1), out=np.zeros(len(classes)), where=m.sum(1) > 0)
-            lines = [f"{h}: accuracy {s['accuracy']:.2f}% ({s['errors']} errors in {s['count']} clips), "
-                     f"macro-F1 {s['macro_f1']:.2f}%", "", "per-class recall (%):"]
-            lines += [f"  {c:<30} {100 * r:6.2f}  ({m[i].sum()} clips)"
-                      for i, (c, r) in enumerate(zip(classes, recall))]
+            lines = [
+                f"{h}: accuracy {s['accuracy']:.2f}% ({s['errors']} errors in {s['count']} clips), "
+                f"macro-F1 {s['macro_f1']:.2f}%",
+                "",
+                "per-class recall (%):",
+            ]
+            lines += [
+                f"  {c:<30} {100 * r:6.2f}  ({m[i].sum()} clips)" for i, (c, r) in enumerate(zip(classes, recall))
+            ]
             lines += ["", _confusion_text(m, classes)]
             plot_confusion(m, classes, f"{h}: accuracy {s['accuracy']:.2f}%", out / f"{h}_confusion.png")
             rows = [(i, classes[a], classes[b], float(p[n, b])) for n, (i, a, b) in enumerate(zip(ids[h], ref, hyp))]
         rows.sort(key=lambda r: (r[1] == r[2], r[0]))
         (out / f"{h}.txt").write_text("\n".join(lines) + "\n")
         (out / f"{h}_per_utt.tsv").write_text(
-            "id\treference\thypothesis\tprobability\n" + "".join(f"{a}\t{b}\t{c}\t{d:.4f}\n" for a, b, c, d in rows))
+            "id\treference\thypothesis\tprobability\n" + "".join(f"{a}\t{b}\t{c}\t{d:.4f}\n" for a, b, c, d in rows)
+        )
         scores[h] = s
     (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
     return scores
@@ -169,6 +207,8 @@ def summary(scores: dict) -> str:
         if s["type"] == "multi-label":
             lines.append(f"{h}: mAP {s['mAP']:.2f}% ({s['count']} clips)")
         else:
-            lines.append(f"{h}: accuracy {s['accuracy']:.2f}% macro-F1 {s['macro_f1']:.2f}% "
-                         f"({s['errors']} errors / {s['count']} clips)")
+            lines.append(
+                f"{h}: accuracy {s['accuracy']:.2f}% macro-F1 {s['macro_f1']:.2f}% "
+                f"({s['errors']} errors / {s['count']} clips)"
+            )
     return "\n".join(lines)

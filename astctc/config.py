@@ -3,6 +3,7 @@
 Every config in astctc is a (nested) dataclass; this module turns dicts into them and back, so
 a run can write its fully resolved config and a later run can read it unchanged.
 """
+
 from __future__ import annotations
 
 import dataclasses

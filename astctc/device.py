@@ -1,4 +1,5 @@
 """Which device a job runs on, and in which precision."""
+
 from __future__ import annotations
 
 from contextlib import AbstractContextManager

@@ -5,6 +5,7 @@ AST (Gong et al. 2021) feeds Kaldi-compatible fbank: 128 mel bins, 25 ms Hanning
 AudioSet statistics as (x - mean) / (2 * std). Pretrained AST weights expect exactly this, so
 we keep it byte-for-byte rather than using a faster but different mel implementation.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -51,8 +52,7 @@ def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
         raise ValueError(f"fbank expects a 1-D waveform, got shape {tuple(wav.shape)}")
     if cfg.frames(wav.numel()) < 1:
         raise ValueError(
-            f"waveform of {wav.numel()} samples is shorter than one "
-            f"{cfg.frame_length_ms} ms analysis window"
+            f"waveform of {wav.numel()} samples is shorter than one {cfg.frame_length_ms} ms analysis window"
         )
     if cfg.remove_waveform_mean:
         wav = wav - wav.mean()
@@ -89,9 +89,7 @@ class SpecAugmentConfig:
     enabled: bool = True
 
 
-def spec_augment(
-    feats: torch.Tensor, cfg: SpecAugmentConfig, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def spec_augment(feats: torch.Tensor, cfg: SpecAugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mask random frequency bands and time spans of a (T, F) feature matrix with zeros.
 
     Zero is the normalised mean, so masked regions look like 'average' input, as in AST.

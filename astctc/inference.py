@@ -4,6 +4,7 @@ Audio is cut into consecutive, non-overlapping windows of the position table's l
 that straddles a cut may be split), and windows run through the model in padded batches of
 similar length.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

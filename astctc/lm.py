@@ -12,6 +12,7 @@ An LM is a few files side by side (`data/lm/` by convention), named after its or
 Training text goes through `astctc.text.normalize`, the function that made the acoustic
 model's targets, so the LM and the model spell words with one alphabet.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -74,7 +75,8 @@ def find_tool(name: str) -> str:
         return found
     raise FileNotFoundError(
         f"KenLM's {name} is not installed (looked in {candidates[0].parent} and PATH); "
-        "build it with `make lm-tools` or `lm/build_kenlm.sh`")
+        "build it with `make lm-tools` or `lm/build_kenlm.sh`"
+    )
 
 
 def read_sentences(paths: Iterable[str | Path]) -> Iterator[str]:
@@ -114,8 +116,10 @@ def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
         tail = "\n".join(lines[-6:])  # lmplz's progress bars say nothing
         hint = ""
         if "discount" in r.stderr.lower():
-            hint = ("\nThe corpus is too small or too uniform for Kneser-Ney discount estimation; "
-                    "rerun with --discount-fallback.")
+            hint = (
+                "\nThe corpus is too small or too uniform for Kneser-Ney discount estimation; "
+                "rerun with --discount-fallback."
+            )
         raise RuntimeError(f"{what} failed (exit {r.returncode}):\n{tail}{hint}")
     return r
 
@@ -172,8 +176,10 @@ def train_lm(texts: list[str | Path], out_dir: str | Path, cfg: LMConfig = LMCon
     if cfg.order < 1:
         raise ValueError(f"n-gram order must be at least 1, not {cfg.order}")
     if cfg.prune and (len(cfg.prune) > cfg.order or any(b < a for a, b in zip(cfg.prune, cfg.prune[1:]))):
-        raise ValueError(f"--prune {' '.join(map(str, cfg.prune))}: at most one threshold per order "
-                         f"({cfg.order}), not decreasing (lmplz's rule)")
+        raise ValueError(
+            f"--prune {' '.join(map(str, cfg.prune))}: at most one threshold per order "
+            f"({cfg.order}), not decreasing (lmplz's rule)"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{cfg.order}gram"
@@ -185,11 +191,23 @@ def train_lm(texts: list[str | Path], out_dir: str | Path, cfg: LMConfig = LMCon
                 f.write(sentence + "\n")
                 n += 1
         if n == 0:
-            raise ValueError(f"{', '.join(map(str, texts))}: no text to train a language model on "
-                             "(empty after normalisation)")
+            raise ValueError(
+                f"{', '.join(map(str, texts))}: no text to train a language model on (empty after normalisation)"
+            )
         arpa = stem.with_suffix(".arpa")
-        cmd = [find_tool("lmplz"), "-o", str(cfg.order), "-S", cfg.memory, "-T", tmp, "--text", str(corpus),
-               "--arpa", str(Path(tmp) / "lm.arpa")]
+        cmd = [
+            find_tool("lmplz"),
+            "-o",
+            str(cfg.order),
+            "-S",
+            cfg.memory,
+            "-T",
+            tmp,
+            "--text",
+            str(corpus),
+            "--arpa",
+            str(Path(tmp) / "lm.arpa"),
+        ]
         if cfg.prune:
             cmd += ["--prune", *map(str, cfg.prune)]
         if cfg.discount_fallback:
@@ -245,7 +263,8 @@ def import_arpa(arpa_in: str | Path, out_dir: str | Path, binary_type: str = "pr
                         raise ValueError(
                             f"{src}: words {seen[key]!r} and {word!r} differ only in case; "
                             "lower-casing would merge their n-grams. Train an LM on normalised "
-                            "text instead (astctc lm --text ...)")
+                            "text instead (astctc lm --text ...)"
+                        )
                     seen[key] = word
             g.write(low)
             if section.startswith("\\2-grams"):
@@ -280,12 +299,10 @@ def resolve_lm(path: str | Path) -> LMFiles:
         found = found or sorted(p.glob("*.arpa"))
         if len(found) != 1:
             names = ", ".join(q.name for q in found) or "none"
-            raise ValueError(f"{p}: expected one LM (.bin or .arpa) in the directory, found {names}; "
-                             "name the file")
+            raise ValueError(f"{p}: expected one LM (.bin or .arpa) in the directory, found {names}; name the file")
         p = found[0]
     if p.name.endswith(".gz"):
-        raise ValueError(f"{p}: KenLM cannot load a compressed ARPA; import it first "
-                         f"(astctc lm --arpa {p} --out DIR)")
+        raise ValueError(f"{p}: KenLM cannot load a compressed ARPA; import it first (astctc lm --arpa {p} --out DIR)")
     stem = tuned_path(p).name[: -len(".tuned.json")]
     unigrams = p.with_name(stem + ".unigrams.txt")
     arpa = p.with_name(stem + ".arpa")
@@ -294,8 +311,10 @@ def resolve_lm(path: str | Path) -> LMFiles:
             return LMFiles(p, p, p)
         if arpa.exists():
             return LMFiles(p, arpa, arpa)
-        raise FileNotFoundError(f"{p}: no word list beside it ({unigrams.name}); rebuild the LM "
-                                "with `astctc lm` or write one word a line there")
+        raise FileNotFoundError(
+            f"{p}: no word list beside it ({unigrams.name}); rebuild the LM "
+            "with `astctc lm` or write one word a line there"
+        )
     return LMFiles(p, unigrams, arpa if arpa.exists() else None)
 
 

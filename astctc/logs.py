@@ -1,4 +1,5 @@
 """Log lines: timestamped on stderr and, for a run, in its exp_dir/log.txt."""
+
 from __future__ import annotations
 
 import logging

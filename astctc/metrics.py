@@ -13,6 +13,7 @@ in numpy; tests/test_metrics.py checks it against the sclite binary.
 CER follows ESPnet's asr.sh: the text is split into characters with the space kept as a token
 (ESPnet writes it as "<space>"), so a missing or extra word boundary is one error.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,9 +52,13 @@ class ErrorCounts:
         return 100.0 * self.errors / self.ref
 
     def __add__(self, other: ErrorCounts) -> ErrorCounts:
-        return ErrorCounts(self.ref + other.ref, self.hits + other.hits,
-                           self.substitutions + other.substitutions,
-                           self.deletions + other.deletions, self.insertions + other.insertions)
+        return ErrorCounts(
+            self.ref + other.ref,
+            self.hits + other.hits,
+            self.substitutions + other.substitutions,
+            self.deletions + other.deletions,
+            self.insertions + other.insertions,
+        )
 
 
 @dataclass
@@ -137,13 +142,18 @@ def score(refs: dict[str, str], hyps: dict[str, str], normalize_text: bool = Tru
     """Score every reference utterance; a missing hypothesis counts as all deletions."""
     extra = sorted(set(hyps) - set(refs))
     if extra:
-        raise ValueError(f"{len(extra)} hypothesis ids have no reference: "
-                         f"{', '.join(extra[:10])}{' ...' if len(extra) > 10 else ''}")
+        raise ValueError(
+            f"{len(extra)} hypothesis ids have no reference: {', '.join(extra[:10])}{' ...' if len(extra) > 10 else ''}"
+        )
     missing = [k for k in refs if k not in hyps]
     if missing:
-        log.warning("%d of %d references have no hypothesis (scored as deletions): %s%s",
-                    len(missing), len(refs), ", ".join(missing[:10]),
-                    " ..." if len(missing) > 10 else "")
+        log.warning(
+            "%d of %d references have no hypothesis (scored as deletions): %s%s",
+            len(missing),
+            len(refs),
+            ", ".join(missing[:10]),
+            " ..." if len(missing) > 10 else "",
+        )
     prep = normalize if normalize_text else (lambda s: " ".join(s.split()))
     utts = []
     words, chars_ = ErrorCounts(), ErrorCounts()
@@ -188,8 +198,7 @@ def read_text_file(path) -> dict[str, str]:
     elif lines and all(_TRN_LINE.match(ln) for ln in lines):
         pairs = [(m.group(2), m.group(1)) for m in map(_TRN_LINE.match, lines)]
     else:
-        pairs = [(parts[0], parts[1] if len(parts) > 1 else "")
-                 for parts in (ln.split(maxsplit=1) for ln in lines)]
+        pairs = [(parts[0], parts[1] if len(parts) > 1 else "") for parts in (ln.split(maxsplit=1) for ln in lines)]
     texts: dict[str, str] = {}
     for uid, text in pairs:
         if uid in texts:

@@ -1,5 +1,6 @@
 """Pictures a person would rather look at than read: training curves, and a spectrogram with
 the CTC posteriors under it (where the model fires, and what)."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path:
     """Train loss, validation loss and WER/CER against the step, from metrics.jsonl."""
-    rows = [json.loads(l) for l in Path(metrics_jsonl).read_text().splitlines() if l.strip()]
+    rows = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
     train = [r for r in rows if r.get("split") == "train"]
     valid = [r for r in rows if r.get("split") == "valid"]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
@@ -78,8 +79,15 @@ def plot_confusion(matrix, classes: list[str], title: str, out_png: str | Path) 
         for i in range(n):
             for j in range(n):
                 if m[i, j]:
-                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if rows[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(m[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if rows[i, j] > 0.5 else "black",
+                    )
     ticks = range(n)
     ax.set_xticks(ticks, classes if n <= 60 else [""] * n, rotation=90, fontsize=7)
     ax.set_yticks(ticks, classes if n <= 60 else [""] * n, fontsize=7)

@@ -5,6 +5,7 @@ normalised the same way, and an LM is trained on the same alphabet the acoustic 
 The default keeps letters (any script), digits and the apostrophe, lower-cases, and turns all
 other punctuation into word breaks, which is the LibriSpeech / ESPnet convention for CTC.
 """
+
 from __future__ import annotations
 
 import re

@@ -4,6 +4,7 @@ Both reserve id 0 for the CTC blank and id 1 for <unk>, and both can list their 
 strings (`labels()`), which is what beam-search decoders such as pyctcdecode need.
 A tokenizer is saved as a file beside the model: `chars.txt` or `tokenizer.model`.
 """
+
 from __future__ import annotations
 
 import io

@@ -8,6 +8,7 @@
 Audio longer than the model's position table is cut into consecutive windows that are decoded
 separately and joined; a word that straddles a cut may be split.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ shift), so a word's start is its first letter's first frame and its end the fram
 last letter. These are the frames where the model fired, which lag or lead the true
 boundaries by a frame or two.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,9 +74,14 @@ def transcribe_words(asr, files: Sequence, search: BeamSearch | None = None) -> 
 
 
 def to_json(name: str, hyp: Hypothesis) -> str:
-    return json.dumps({"file": name, "text": hyp.text,
-                       "words": [{"word": w.word, "start": w.start, "end": w.end} for w in hyp.words]},
-                      ensure_ascii=False)
+    return json.dumps(
+        {
+            "file": name,
+            "text": hyp.text,
+            "words": [{"word": w.word, "start": w.start, "end": w.end} for w in hyp.words],
+        },
+        ensure_ascii=False,
+    )
 
 
 def _srt_time(t: float) -> str:
@@ -90,8 +96,10 @@ def to_srt(hyp: Hypothesis, max_words: int = 8, max_gap: float = 0.8) -> str:
         if not cues or len(cues[-1]) >= max_words or w.start - cues[-1][-1].end > max_gap:
             cues.append([])
         cues[-1].append(w)
-    return "".join(f"{k}\n{_srt_time(c[0].start)} --> {_srt_time(c[-1].end)}\n{' '.join(w.word for w in c)}\n\n"
-                   for k, c in enumerate(cues, 1))
+    return "".join(
+        f"{k}\n{_srt_time(c[0].start)} --> {_srt_time(c[-1].end)}\n{' '.join(w.word for w in c)}\n\n"
+        for k, c in enumerate(cues, 1)
+    )
 
 
 def format_transcripts(names: Sequence[str], hyps: Sequence[Hypothesis], fmt: str) -> str:

@@ -13,6 +13,7 @@ Figures are seconds of audio per second ("x real time") and utterances per secon
     .venv/bin/python bench/data_throughput.py --shards recipes/mini/data/train/shards \\
         --tokenizer recipes/mini/data/lang
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,15 @@ def _stage(name: str, items, limit: int, seconds_of, count=lambda it: 1) -> dict
         if n >= limit:
             break
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"stage": name, "utts": n, "audio_s": round(secs, 1), "wall_s": round(wall, 2),
-            "x_realtime_cpu": round(secs / max(cpu, 1e-9)), "x_realtime_wall": round(secs / max(wall, 1e-9)),
-            "utts_per_s_cpu": round(n / max(cpu, 1e-9))}
+    return {
+        "stage": name,
+        "utts": n,
+        "audio_s": round(secs, 1),
+        "wall_s": round(wall, 2),
+        "x_realtime_cpu": round(secs / max(cpu, 1e-9)),
+        "x_realtime_wall": round(secs / max(wall, 1e-9)),
+        "utts_per_s_cpu": round(n / max(cpu, 1e-9)),
+    }
 
 
 def stages(args, tokenizer) -> list[dict]:
@@ -60,26 +67,39 @@ def stages(args, tokenizer) -> list[dict]:
         return json.loads(r["json"])["duration"]
 
     rows.append(_stage("read tar", raw(), args.limit, meta_seconds))
-    rows.append(_stage("+ FLAC decode", (load_audio(r["flac"]) for r in raw()), args.limit,
-                       lambda w: w.numel() / 16000))
-    rows.append(_stage("+ fbank", (fbank(load_audio(r["flac"]), feats_cfg) for r in raw()), args.limit,
-                       lambda f: f.shape[0] / 100))
+    rows.append(
+        _stage("+ FLAC decode", (load_audio(r["flac"]) for r in raw()), args.limit, lambda w: w.numel() / 16000)
+    )
+    rows.append(
+        _stage(
+            "+ fbank", (fbank(load_audio(r["flac"]), feats_cfg) for r in raw()), args.limit, lambda f: f.shape[0] / 100
+        )
+    )
     feat = Featurizer(feats_cfg, tokenizer, SpecAugmentConfig(), seed=0, max_duration=None)
     src = ShardDataset(args.shards, shuffle=True, rank=0, world_size=1, transform=feat)
     batched = BatchedShardDataset(src, collate, args.budget, num_buckets=0, bucket_buffer=args.buffer)
     # batching holds `buffer` utterances before the first batch: this stage reads the whole set
-    rows.append(_stage("+ SpecAugment, targets, batching (training)", batched, 10**9,
-                       lambda b: b["seconds"], lambda b: len(b["ids"])))
+    rows.append(
+        _stage(
+            "+ SpecAugment, targets, batching (training)",
+            batched,
+            10**9,
+            lambda b: b["seconds"],
+            lambda b: len(b["ids"]),
+        )
+    )
     return rows
 
 
 def loaders(args, tokenizer) -> list[dict]:
     rows = []
     for workers in args.workers:
-        cfg = DataConfig(train=args.shards, max_batch_seconds=args.budget, num_workers=workers,
-                         bucket_buffer=args.buffer)
-        feat = Featurizer(FeatureConfig(), tokenizer, cfg.spec_augment, seed=0, max_duration=cfg.max_duration,
-                          perturb=cfg.augment)
+        cfg = DataConfig(
+            train=args.shards, max_batch_seconds=args.budget, num_workers=workers, bucket_buffer=args.buffer
+        )
+        feat = Featurizer(
+            FeatureConfig(), tokenizer, cfg.spec_augment, seed=0, max_duration=cfg.max_duration, perturb=cfg.augment
+        )
         loader = make_loader(args.shards, feat, cfg, train=True, seed=0, epoch=0)
         n, secs = 0, 0.0
         t0 = time.perf_counter()
@@ -89,9 +109,17 @@ def loaders(args, tokenizer) -> list[dict]:
             n += len(b["ids"])
             secs += b["seconds"]
         wall = time.perf_counter() - t0  # includes starting the workers
-        rows.append({"workers": workers, "utts": n, "audio_s": round(secs, 1), "wall_s": round(wall, 2),
-                     "x_realtime": round(secs / wall), "x_realtime_per_worker": round(secs / wall / max(workers, 1)),
-                     "utts_per_s": round(n / wall)})
+        rows.append(
+            {
+                "workers": workers,
+                "utts": n,
+                "audio_s": round(secs, 1),
+                "wall_s": round(wall, 2),
+                "x_realtime": round(secs / wall),
+                "x_realtime_per_worker": round(secs / wall / max(workers, 1)),
+                "utts_per_s": round(n / wall),
+            }
+        )
     return rows
 
 
@@ -110,12 +138,16 @@ def main(argv=None) -> dict:
     tokenizer = load_tokenizer(args.tokenizer)
     res = {"stages": stages(args, tokenizer), "loaders": loaders(args, tokenizer) if args.workers else []}
     for row in res["stages"]:
-        print(f"{row['stage']:<45} {row['x_realtime_cpu']:>6}x real time per CPU second  "
-              f"({row['utts_per_s_cpu']} utt/s; {row['utts']} utts, {row['audio_s']} s)")
+        print(
+            f"{row['stage']:<45} {row['x_realtime_cpu']:>6}x real time per CPU second  "
+            f"({row['utts_per_s_cpu']} utt/s; {row['utts']} utts, {row['audio_s']} s)"
+        )
     for row in res["loaders"]:
-        print(f"make_loader, {row['workers']} worker(s): {row['x_realtime']}x real time, "
-              f"{row['x_realtime_per_worker']}x per worker, {row['utts_per_s']} utt/s (wall clock, "
-              f"{row['utts']} utts in {row['wall_s']} s)")
+        print(
+            f"make_loader, {row['workers']} worker(s): {row['x_realtime']}x real time, "
+            f"{row['x_realtime_per_worker']}x per worker, {row['utts_per_s']} utt/s (wall clock, "
+            f"{row['utts']} utts in {row['wall_s']} s)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     return res

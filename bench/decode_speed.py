@@ -11,6 +11,7 @@ behind the model. Prints seconds of audio decoded per second of wall clock, and 
     .venv/bin/python bench/decode_speed.py --model recipes/mini/exp/mini/model \\
         --data recipes/mini/data/test/shards --lm recipes/mini/data/lm/4gram.bin
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ from astctc.models.model import load_model
 def forward(model_dir: str, shards: str):
     """Log-probabilities of every utterance (one forward pass), references, audio seconds."""
     loaded = load_model(model_dir)
-    loader = make_loader(shards, Featurizer(loaded.features, None), DataConfig(max_batch_seconds=100, num_workers=0),
-                         train=False)
+    loader = make_loader(
+        shards, Featurizer(loaded.features, None), DataConfig(max_batch_seconds=100, num_workers=0), train=False
+    )
     lps, refs, audio = [], {}, 0.0
     t0 = time.time()
     with torch.no_grad():
@@ -60,8 +62,7 @@ def padded(lps: list[np.ndarray], pad: float) -> np.ndarray:
     return x
 
 
-def hf_processor(labels: list[str], lm_model: str, unigrams: list[str], alpha: float, beta: float,
-                 unk_offset: float):
+def hf_processor(labels: list[str], lm_model: str, unigrams: list[str], alpha: float, beta: float, unk_offset: float):
     """Wav2Vec2ProcessorWithLM over our labels, built offline: vocab.json written here, no hub."""
     from pyctcdecode import build_ctcdecoder
     from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ProcessorWithLM
@@ -69,10 +70,12 @@ def hf_processor(labels: list[str], lm_model: str, unigrams: list[str], alpha: f
     hf_labels = ["<pad>", "<unk>"] + ["|" if s == " " else s for s in labels[2:]]
     vocab = Path(tempfile.mkdtemp()) / "vocab.json"
     vocab.write_text(json.dumps({s: i for i, s in enumerate(hf_labels)}))
-    tok = Wav2Vec2CTCTokenizer(str(vocab), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|",
-                               bos_token=None, eos_token=None)
-    decoder = build_ctcdecoder(hf_labels, kenlm_model_path=lm_model, unigrams=unigrams, alpha=alpha, beta=beta,
-                               unk_score_offset=unk_offset)
+    tok = Wav2Vec2CTCTokenizer(
+        str(vocab), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|", bos_token=None, eos_token=None
+    )
+    decoder = build_ctcdecoder(
+        hf_labels, kenlm_model_path=lm_model, unigrams=unigrams, alpha=alpha, beta=beta, unk_score_offset=unk_offset
+    )
     return Wav2Vec2ProcessorWithLM(feature_extractor=Wav2Vec2FeatureExtractor(), tokenizer=tok, decoder=decoder)
 
 
@@ -99,10 +102,17 @@ def main(argv=None) -> None:
     chunks = batches(lps, a.batch)
     greedy_in = [(torch.from_numpy(padded(c, 0.0)), torch.tensor([lp.shape[0] for lp in c])) for c in chunks]
     hf_in = [padded(c, -100.0) for c in chunks]  # HF drops frames that are all -100
-    proc = hf_processor(tok.labels(), str(search.lm_files.model), load_unigrams(search.lm_files),
-                        alpha, beta, cfg.unk_score_offset)
-    kw = dict(beam_width=cfg.beam_width, beam_prune_logp=cfg.beam_prune_logp, token_min_logp=cfg.token_min_logp,
-              alpha=alpha, beta=beta, unk_score_offset=cfg.unk_score_offset)
+    proc = hf_processor(
+        tok.labels(), str(search.lm_files.model), load_unigrams(search.lm_files), alpha, beta, cfg.unk_score_offset
+    )
+    kw = dict(
+        beam_width=cfg.beam_width,
+        beam_prune_logp=cfg.beam_prune_logp,
+        token_min_logp=cfg.token_min_logp,
+        alpha=alpha,
+        beta=beta,
+        unk_score_offset=cfg.unk_score_offset,
+    )
 
     def greedy(cores):
         torch.set_num_threads(cores)
@@ -122,9 +132,16 @@ def main(argv=None) -> None:
         with multiprocessing.get_context("fork").Pool(cores) as pool:
             return [s for x in hf_in for s in proc.batch_decode(x, pool=pool, **kw).text]
 
-    runs = [(name, fn, cores) for name, fn in (("greedy", greedy), ("astctc BeamSearch", ours),
-                                                ("HF batch_decode", hf), ("HF batch_decode, own pool", hf_own_pool))
-            for cores in (1, a.cores)]
+    runs = [
+        (name, fn, cores)
+        for name, fn in (
+            ("greedy", greedy),
+            ("astctc BeamSearch", ours),
+            ("HF batch_decode", hf),
+            ("HF batch_decode, own pool", hf_own_pool),
+        )
+        for cores in (1, a.cores)
+    ]
     times = {k: float("inf") for k in range(len(runs))}
     texts = {}
     torch.set_num_threads(1)
@@ -136,14 +153,24 @@ def main(argv=None) -> None:
     rows = []
     for k, (name, fn, cores) in enumerate(runs):
         r = score(refs, dict(zip(ids, texts[k])))
-        rows.append({"decoder": name, "cores": cores, "seconds": times[k], "x_real_time": audio / times[k],
-                     "wer": r.wer, "cer": r.cer})
+        rows.append(
+            {
+                "decoder": name,
+                "cores": cores,
+                "seconds": times[k],
+                "x_real_time": audio / times[k],
+                "wer": r.wer,
+                "cer": r.cer,
+            }
+        )
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"model {a.model}  LM {a.lm}  data {a.data}")
-    print(f"{len(ids)} utterances, {audio:.1f} s of audio; acoustic model {audio / t_fwd:.0f} x real time "
-          f"({a.cores} threads); beam width {cfg.beam_width}, alpha {alpha:g}, beta {beta:g}; "
-          f"{a.batch} utterances per call; fastest of {a.repeats} interleaved runs; load average {load}")
+    print(
+        f"{len(ids)} utterances, {audio:.1f} s of audio; acoustic model {audio / t_fwd:.0f} x real time "
+        f"({a.cores} threads); beam width {cfg.beam_width}, alpha {alpha:g}, beta {beta:g}; "
+        f"{a.batch} utterances per call; fastest of {a.repeats} interleaved runs; load average {load}"
+    )
     print(f"{'decoder':28s} {'cores':>5s} {'audio s / s':>12s} {'WER %':>7s} {'CER %':>7s}")
     for r in rows:
         print(f"{r['decoder']:28s} {r['cores']:5d} {r['x_real_time']:12.0f} {r['wer']:7.2f} {r['cer']:7.2f}")

@@ -10,13 +10,15 @@ MFU counts the model's FLOPs on the valid tokens (padding is waste, not work): p
 of N tokens (P patches), the patch embedding 2*P*pf*pt*D, per block the qkv/proj/MLP matmuls
 (2*N*D*(3D + D + 2*mlp*D)) and attention scores and values 4*N^2*D, the convolution module
 when configured (2*N*D*3D + 2*P*D*k), and the CTC projection;
-a training step is 3x the forward FLOPs (2x for the patch embedding: no input gradient). Peak: 989 TFLOP/s dense bf16 for H100 SXM and H200
-(NVIDIA's datasheets); other devices need --peak-tflops, else MFU is printed as n/a.
+a training step is 3x the forward FLOPs (2x for the patch embedding: no input gradient).
+Peak: 989 TFLOP/s dense bf16 for H100 SXM and H200 (NVIDIA's datasheets);
+other devices need --peak-tflops, else MFU is printed as n/a.
 
     .venv/bin/python bench/train_throughput.py --tiny                    # CPU / CI
     .venv/bin/python bench/train_throughput.py --preset ast --budget 400 # a GPU
     .venv/bin/python bench/train_throughput.py --config recipes/librispeech/conf/train_100.yaml
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,14 +41,38 @@ from astctc.models.model import ASTModel, ModelConfig  # noqa: E402
 
 PRESETS = {
     # AST-Base as published: 16x16 patches, strides 10/10 -> 12 x 10 tokens per second
-    "ast": dict(patch_freq=16, patch_time=16, stride_freq=10, stride_time=10, embed_dim=768, depth=12,
-                num_heads=12, num_cls_tokens=2),
+    "ast": dict(
+        patch_freq=16,
+        patch_time=16,
+        stride_freq=10,
+        stride_time=10,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        num_cls_tokens=2,
+    ),
     # the frame layout (SSAST): full-band 128 x 2 patches -> 50 tokens per second, Base size
-    "frame": dict(patch_freq=128, patch_time=2, stride_freq=128, stride_time=2, embed_dim=768, depth=12,
-                  num_heads=12, num_cls_tokens=1),
+    "frame": dict(
+        patch_freq=128,
+        patch_time=2,
+        stride_freq=128,
+        stride_time=2,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        num_cls_tokens=1,
+    ),
     # CPU / CI size, frame layout
-    "tiny": dict(patch_freq=128, patch_time=4, stride_freq=128, stride_time=4, embed_dim=64, depth=2,
-                 num_heads=2, num_cls_tokens=1),
+    "tiny": dict(
+        patch_freq=128,
+        patch_time=4,
+        stride_freq=128,
+        stride_time=4,
+        embed_dim=64,
+        depth=2,
+        num_heads=2,
+        num_cls_tokens=1,
+    ),
 }
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense, SXM; the PCIe H100 is 756
 
@@ -64,9 +90,15 @@ def make_batches(args, n_batches: int) -> list[list[float]]:
     """Durations of the first n_batches batches our duration batching cuts from the mix."""
     durs = librispeech_like(max(args.buffer * 4, n_batches * 80), args.seed)
     src = [{"id": str(i), "duration": float(d)} for i, d in enumerate(durs)]
-    ds = BatchedShardDataset(src, lambda items: [s["duration"] for s in items], args.budget,
-                             num_buckets=args.num_buckets, bucket_buffer=args.buffer, seed=args.seed,
-                             max_batch_seconds2=args.budget2)
+    ds = BatchedShardDataset(
+        src,
+        lambda items: [s["duration"] for s in items],
+        args.budget,
+        num_buckets=args.num_buckets,
+        bucket_buffer=args.buffer,
+        seed=args.seed,
+        max_batch_seconds2=args.budget2,
+    )
     out = []
     for b in ds:
         out.append(b)
@@ -101,8 +133,13 @@ def synth_batch(durs: list[float], g: torch.Generator, tokens_per_s: float, voca
     for i, n in enumerate(frames):
         feats[i, :n] = torch.randn(n, 128, generator=g)
     tl = torch.tensor([max(1, int(d * tokens_per_s)) for d in durs])
-    return {"feats": feats, "lengths": torch.tensor(frames), "targets": torch.randint(1, vocab, (int(tl.sum()),), generator=g),
-            "target_lengths": tl, "seconds": sum(durs)}
+    return {
+        "feats": feats,
+        "lengths": torch.tensor(frames),
+        "targets": torch.randint(1, vocab, (int(tl.sum()),), generator=g),
+        "target_lengths": tl,
+        "seconds": sum(durs),
+    }
 
 
 def main(argv=None) -> dict:
@@ -136,8 +173,12 @@ def main(argv=None) -> dict:
 
         cfg = load_config(TrainConfig, args.config)
         enc = cfg.model.encoder
-        data = {"budget": cfg.data.max_batch_seconds, "num_buckets": cfg.data.num_buckets,
-                "buffer": cfg.data.bucket_buffer, "budget2": cfg.data.max_batch_seconds2}
+        data = {
+            "budget": cfg.data.max_batch_seconds,
+            "num_buckets": cfg.data.num_buckets,
+            "buffer": cfg.data.bucket_buffer,
+            "budget2": cfg.data.max_batch_seconds2,
+        }
         ctc = CTCHeadConfig(vocab_size=args.vocab or 512, combine=cfg.model.ctc.combine, dropout=cfg.model.ctc.dropout)
     else:
         enc = EncoderConfig(**enc_kw)
@@ -193,7 +234,7 @@ def main(argv=None) -> dict:
             padded_tok += len(tok) * max(tok)
             flops += step_flops(enc, ctc_width, ctc.vocab_size, frames)
 
-    timed = times[args.warmup:]
+    timed = times[args.warmup :]
     total = sum(timed)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
@@ -202,22 +243,30 @@ def main(argv=None) -> dict:
     else:
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GiB, process RSS
     res = {
-        "device": name, "threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "preset": args.config or ("tiny" if args.tiny else args.preset), "attention": enc.attention,
-        "compile": args.compile, "precision": "bf16" if bf16 else "fp32",
+        "device": name,
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "preset": args.config or ("tiny" if args.tiny else args.preset),
+        "attention": enc.attention,
+        "compile": args.compile,
+        "precision": "bf16" if bf16 else "fp32",
         "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-        "budget_s": args.budget, "num_buckets": args.num_buckets, "buffer": args.buffer,
-        "batch_size_mean": round(statistics.mean(len(b) for b in batches[args.warmup:]), 1),
-        "audio_s_per_s": round(secs / total, 1), "tokens_per_s": round(valid_tok / total),
+        "budget_s": args.budget,
+        "num_buckets": args.num_buckets,
+        "buffer": args.buffer,
+        "batch_size_mean": round(statistics.mean(len(b) for b in batches[args.warmup :]), 1),
+        "audio_s_per_s": round(secs / total, 1),
+        "tokens_per_s": round(valid_tok / total),
         # per second of this process's CPU time: steadier than wall time on a shared machine
-        "audio_s_per_cpu_s": round(secs / sum(cpu_times[args.warmup:]), 1) if device.type == "cpu" else None,
+        "audio_s_per_cpu_s": round(secs / sum(cpu_times[args.warmup :]), 1) if device.type == "cpu" else None,
         "step_ms_median": round(1000 * statistics.median(timed), 1),
-        "step_cpu_ms_median": round(1000 * statistics.median(cpu_times[args.warmup:]), 1),  # all threads
+        "step_cpu_ms_median": round(1000 * statistics.median(cpu_times[args.warmup :]), 1),  # all threads
         "first_step_s": round(times[0], 2),
-        "peak_mem_GiB": round(peak_mem, 2), "padding_fraction": round(1 - valid_tok / padded_tok, 4),
+        "peak_mem_GiB": round(peak_mem, 2),
+        "padding_fraction": round(1 - valid_tok / padded_tok, 4),
         "model_TFLOP_per_step": round(flops / len(timed) / 1e12, 4),
         "achieved_TFLOP_s": round(flops / total / 1e12, 4),
-        "peak_TFLOP_s": peak, "mfu": round(flops / total / (peak * 1e12), 4) if peak else None,
+        "peak_TFLOP_s": peak,
+        "mfu": round(flops / total / (peak * 1e12), 4) if peak else None,
     }
     if args.compile:  # the first step compiles; later shapes may recompile (dynamic shapes)
         res["compile_s_approx"] = round(times[0] - statistics.median(timed), 2)

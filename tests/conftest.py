@@ -1,4 +1,5 @@
 """Shared fixtures: real speech from ../shared/data, and a tiny sharded corpus built from it."""
+
 from __future__ import annotations
 
 import csv
@@ -24,11 +25,23 @@ def lj_rows(shared: Path, n: int) -> list[dict]:
     rows = []
     with open(root / "metadata.csv", encoding="utf-8") as f:
         for rec in csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE):
-            audio = next((root / d / f"{rec[0]}.flac" for d in ("wavs", "flac", ".") if (root / d / f"{rec[0]}.flac").exists()), None)
+            audio = next(
+                (root / d / f"{rec[0]}.flac" for d in ("wavs", "flac", ".") if (root / d / f"{rec[0]}.flac").exists()),
+                None,
+            )
             if audio is None:
                 continue
-            rows.append({"id": rec[0], "audio": str(audio), "duration": 0.0, "text": rec[2],
-                         "speaker": "LJ", "language": "en", "labels": {}})
+            rows.append(
+                {
+                    "id": rec[0],
+                    "audio": str(audio),
+                    "duration": 0.0,
+                    "text": rec[2],
+                    "speaker": "LJ",
+                    "language": "en",
+                    "labels": {},
+                }
+            )
             if len(rows) == n:
                 break
     return rows

@@ -9,6 +9,7 @@ Faults are queued per path and used up one GET each:
   ignore-range   answer 200 with the whole file although a Range was asked for
   shift-range    answer 206 with a range starting one byte after the one asked for
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,9 +49,15 @@ class _Handler(BaseHTTPRequestHandler):
                 f = base / p
                 if f.is_file():
                     sha = self.server.lfs_sha256.get(p) or hashlib.sha256(f.read_bytes()).hexdigest()
-                    infos.append({"type": "file", "path": p, "size": f.stat().st_size,
-                                  "oid": hashlib.sha1(f.read_bytes()).hexdigest(),
-                                  "lfs": {"oid": sha, "size": f.stat().st_size, "pointerSize": 130}})
+                    infos.append(
+                        {
+                            "type": "file",
+                            "path": p,
+                            "size": f.stat().st_size,
+                            "oid": hashlib.sha1(f.read_bytes()).hexdigest(),
+                            "lfs": {"oid": sha, "size": f.stat().st_size, "pointerSize": 130},
+                        }
+                    )
 
             data = json.dumps(infos).encode()
             self.send_response(200)

@@ -1,4 +1,5 @@
 """Running a copy of a recipe in a test: the copy keeps the test's data and exp in tmp_path."""
+
 from __future__ import annotations
 
 import os
@@ -29,11 +30,13 @@ def recipe_env(**env) -> dict[str, str]:
     return environ
 
 
-def run_recipe(recipe: Path, *args, check: bool = True, timeout: int = 900, script: str = "run.sh",
-               **env) -> subprocess.CompletedProcess:
+def run_recipe(
+    recipe: Path, *args, check: bool = True, timeout: int = 900, script: str = "run.sh", **env
+) -> subprocess.CompletedProcess:
     """bash SCRIPT ARGS in recipe_env(**env); check: a non-zero exit raises with the tail of stderr."""
-    r = subprocess.run(["bash", str(recipe / script), *args], env=recipe_env(**env), capture_output=True,
-                       text=True, timeout=timeout)
+    r = subprocess.run(
+        ["bash", str(recipe / script), *args], env=recipe_env(**env), capture_output=True, text=True, timeout=timeout
+    )
     if check and r.returncode != 0:
         raise AssertionError(f"{recipe.name}/{script} {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-4000:]}")
     return r

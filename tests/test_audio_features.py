@@ -68,8 +68,16 @@ def test_fbank_matches_kaldi_ast_recipe():
     wav = torch.randn(16000) * 0.1 + 0.05
     cfg = FeatureConfig()
     ours = fbank(wav, cfg)
-    ref = kaldi.fbank((wav - wav.mean())[None], htk_compat=True, sample_frequency=16000, use_energy=False,
-                      window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)
+    ref = kaldi.fbank(
+        (wav - wav.mean())[None],
+        htk_compat=True,
+        sample_frequency=16000,
+        use_energy=False,
+        window_type="hanning",
+        num_mel_bins=128,
+        dither=0.0,
+        frame_shift=10,
+    )
     ref = (ref + 4.2677393) / (4.5689974 * 2)
     assert ours.shape == (98, 128) == ref.shape
     assert cfg.frames(16000) == 98
@@ -145,8 +153,12 @@ def test_featurizer_tempo_is_seeded_per_utterance():
     f = Featurizer(FeatureConfig(), None, None, seed=0, perturb=AugmentConfig(tempo=0.3))
     lengths = {f({"id": f"u{i}", "wav": wav, "text": ""})["feats"].shape[0] for i in range(8)}
     assert len(lengths) > 1 and all(98 / 1.3 - 1 <= n <= 98 / 0.7 + 1 for n in lengths)
-    a, b = (Featurizer(FeatureConfig(), None, None, seed=0, perturb=AugmentConfig(tempo=0.3))(
-        {"id": "u1", "wav": wav, "text": ""})["feats"] for _ in range(2))
+    a, b = (
+        Featurizer(FeatureConfig(), None, None, seed=0, perturb=AugmentConfig(tempo=0.3))(
+            {"id": "u1", "wav": wav, "text": ""}
+        )["feats"]
+        for _ in range(2)
+    )
     assert torch.equal(a, b)
 
 

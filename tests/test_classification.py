@@ -1,4 +1,5 @@
 """Classification heads beside CTC: masked losses, mixup, balanced sampling, metrics, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,16 @@ def _rows(shared: Path, digits=(0, 1, 2), speakers=("george", "jackson"), takes=
         for s in speakers:
             for t in takes:
                 f = shared / "fsdd" / "recordings" / f"{d}_{s}_{t}.wav"
-                rows.append({"id": f"{d}_{s}_{t}", "audio": str(f), "duration": 0.5, "text": WORDS[d],
-                             "speaker": s, "labels": {"digit": str(d)}})
+                rows.append(
+                    {
+                        "id": f"{d}_{s}_{t}",
+                        "audio": str(f),
+                        "duration": 0.5,
+                        "text": WORDS[d],
+                        "speaker": s,
+                        "labels": {"digit": str(d)},
+                    }
+                )
     return rows
 
 
@@ -51,14 +60,31 @@ def joint_corpus(tmp_path_factory, shared_data) -> dict:
 
 def _config(corpus: dict, exp: Path, **over) -> TrainConfig:
     sets = {
-        "exp_dir": str(exp), "data.train": str(corpus["shards"]), "data.valid": str(corpus["shards"]),
-        "data.tokenizer": str(corpus["lang"]), "data.max_batch_seconds": 6, "data.num_workers": 0,
-        "model.encoder.patch_freq": 128, "model.encoder.stride_freq": 128, "model.encoder.patch_time": 4,
-        "model.encoder.stride_time": 4, "model.encoder.embed_dim": 32, "model.encoder.depth": 1,
-        "model.encoder.num_heads": 2, "model.encoder.num_cls_tokens": 1, "model.encoder.max_frames": 256,
-        "model.classifiers": json.dumps({"digit": {"labels_file": str(corpus["root"] / "digit.txt")},
-                                         "tags": {"classes": ["even", "low"], "multi_label": True}}),
-        "optim.warmup_steps": 1, "optim.schedule": "constant", "log_every": 1, "progress": False,
+        "exp_dir": str(exp),
+        "data.train": str(corpus["shards"]),
+        "data.valid": str(corpus["shards"]),
+        "data.tokenizer": str(corpus["lang"]),
+        "data.max_batch_seconds": 6,
+        "data.num_workers": 0,
+        "model.encoder.patch_freq": 128,
+        "model.encoder.stride_freq": 128,
+        "model.encoder.patch_time": 4,
+        "model.encoder.stride_time": 4,
+        "model.encoder.embed_dim": 32,
+        "model.encoder.depth": 1,
+        "model.encoder.num_heads": 2,
+        "model.encoder.num_cls_tokens": 1,
+        "model.encoder.max_frames": 256,
+        "model.classifiers": json.dumps(
+            {
+                "digit": {"labels_file": str(corpus["root"] / "digit.txt")},
+                "tags": {"classes": ["even", "low"], "multi_label": True},
+            }
+        ),
+        "optim.warmup_steps": 1,
+        "optim.schedule": "constant",
+        "log_every": 1,
+        "progress": False,
     }
     sets.update(over)
     return load_config(TrainConfig, None, [f"{k}={v}" for k, v in sets.items()])
@@ -96,14 +122,16 @@ def test_missing_targets_add_no_loss_and_no_gradient(joint_corpus, tmp_path):
     assert set(parts) == {"ctc", "digit", "tags"}
     # CTC over the transcribed samples only; the digit head over the labelled ones only
     keep = torch.tensor([True, False, True])
-    ref_ctc = CTCHead.loss(out["log_probs"][keep], out["lengths"][keep], batch["targets"], batch["target_lengths"][keep])
+    ref_ctc = CTCHead.loss(
+        out["log_probs"][keep], out["lengths"][keep], batch["targets"], batch["target_lengths"][keep]
+    )
     assert torch.equal(parts["ctc"], ref_ctc)
     ref_digit = torch.nn.functional.cross_entropy(out["digit"][:2], torch.tensor([0, 0]))
     assert torch.allclose(parts["digit"], ref_digit)
     # ... so the sample without a transcript gets no gradient from CTC, and the one without a
     # label none from the classifier (each sample's encoder pass is independent)
-    g_ctc, = torch.autograd.grad(parts["ctc"], feats, retain_graph=True)
-    g_digit, = torch.autograd.grad(parts["digit"], feats, retain_graph=True)
+    (g_ctc,) = torch.autograd.grad(parts["ctc"], feats, retain_graph=True)
+    (g_digit,) = torch.autograd.grad(parts["digit"], feats, retain_graph=True)
     assert g_ctc[1].abs().max() == 0 and g_ctc[0].abs().max() > 0 and g_ctc[2].abs().max() > 0
     assert g_digit[2].abs().max() == 0 and g_digit[0].abs().max() > 0 and g_digit[1].abs().max() > 0
 
@@ -162,8 +190,8 @@ def test_labels_in_batches(joint_corpus, tmp_path):
 
 def test_mixup_of_one_hot_labels_gives_the_mixed_target():
     from astctc.data.mixup import mix_targets
-    from astctc.models.heads import ClassificationHead, ClassifierConfig
     from astctc.models.encoder import EncoderConfig
+    from astctc.models.heads import ClassificationHead, ClassifierConfig
 
     a, b = torch.eye(5)[1], torch.eye(5)[3]
     mixed = mix_targets({"h": a, "only_a": a}, {"h": b}, 0.3)
@@ -259,8 +287,9 @@ def imbalanced_shards(tmp_path_factory):
             p = root / "audio" / f"{cls}{i}.flac"
             p.parent.mkdir(exist_ok=True)
             p.write_bytes(encode_flac(0.1 * torch.randn(800, generator=g)))
-            rows.append({"id": f"{cls}{i}", "audio": str(p), "duration": 0.05, "text": "",
-                         "labels": {"k": cls} if cls else {}})
+            rows.append(
+                {"id": f"{cls}{i}", "audio": str(p), "duration": 0.05, "text": "", "labels": {"k": cls} if cls else {}}
+            )
     write_manifest(rows, root / "manifest.jsonl")
     write_shards(root / "manifest.jsonl", root / "shards", max_shard_count=15, progress=False)
     return root / "shards"
@@ -327,8 +356,9 @@ def test_map_equals_sklearn_macro_average_precision():
     from astctc.metrics import mean_average_precision
 
     y = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1]])
-    s = np.array([[0.9, 0.2, 0.4], [0.8, 0.7, 0.4], [0.3, 0.7, 0.1], [0.3, 0.1, 0.9],
-                  [0.55, 0.5, 0.2], [0.1, 0.6, 0.4]])  # ties in every column
+    s = np.array(
+        [[0.9, 0.2, 0.4], [0.8, 0.7, 0.4], [0.3, 0.7, 0.1], [0.3, 0.1, 0.9], [0.55, 0.5, 0.2], [0.1, 0.6, 0.4]]
+    )  # ties in every column
     want = average_precision_score(y, s, average="macro")
     assert mean_average_precision(y, s) == pytest.approx(want, abs=1e-12)
     rng = np.random.default_rng(0)
@@ -337,7 +367,8 @@ def test_map_equals_sklearn_macro_average_precision():
 
 
 def test_accuracy_and_macro_f1_equal_sklearn():
-    from sklearn.metrics import accuracy_score, confusion_matrix as sk_cm, f1_score
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import confusion_matrix as sk_cm
 
     from astctc.metrics import accuracy, confusion_matrix, macro_f1
 
@@ -360,9 +391,13 @@ def test_classifier_only_training_evaluate_and_classify_cli(joint_corpus, tmp_pa
     from astctc.train import average_checkpoints
 
     exp = tmp_path / "exp"
-    cfg = _config(joint_corpus, exp, max_steps=4, checkpoint_every=2, **{
-        "model.ctc": "null", "data.tokenizer": "", "data.mixup.prob": 0.5,
-        "data.balance.head": "digit"})
+    cfg = _config(
+        joint_corpus,
+        exp,
+        max_steps=4,
+        checkpoint_every=2,
+        **{"model.ctc": "null", "data.tokenizer": "", "data.mixup.prob": 0.5, "data.balance.head": "digit"},
+    )
     summary = Trainer(cfg).run()
     assert "acc_digit" in summary and "map_tags" in summary and "wer" not in summary
     model = average_checkpoints(exp, last=2, out_dir=tmp_path / "model")
@@ -388,10 +423,12 @@ def test_classifier_only_training_evaluate_and_classify_cli(joint_corpus, tmp_pa
     f = labelled[0]["audio"]
     assert main(["classify", f, "--model", str(model), "--head", "digit", "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.split("\n")
-    top = [l.split("\t") for l in lines if l]
+    top = [line.split("\t") for line in lines if line]
     assert [t[0] for t in top] == ["1", "2"]
     p = probs[0].sort(descending=True)
-    assert top[0][1] == clf.classes[int(p.indices[0])] and float(top[0][2]) == pytest.approx(float(p.values[0]), abs=1e-4)
+    assert top[0][1] == clf.classes[int(p.indices[0])] and float(top[0][2]) == pytest.approx(
+        float(p.values[0]), abs=1e-4
+    )
     assert main(["classify", f, "--model", str(model)]) == 1  # two heads: must choose
     assert "choose one" in capsys.readouterr().err
 
@@ -400,11 +437,37 @@ def test_classifier_only_training_evaluate_and_classify_cli(joint_corpus, tmp_pa
     untagged = [r for r in joint_corpus["rows"] if r["labels"] and "tags" not in r["labels"]]
     write_manifest(untagged, tmp_path / "untagged" / "manifest.jsonl")
     write_shards(tmp_path / "untagged" / "manifest.jsonl", tmp_path / "untagged" / "shards", progress=False)
-    assert main(["evaluate", "--model", str(model), "--data", str(tmp_path / "untagged" / "shards"),
-                 "--out", str(tmp_path / "eval2")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(model),
+                "--data",
+                str(tmp_path / "untagged" / "shards"),
+                "--out",
+                str(tmp_path / "eval2"),
+            ]
+        )
+        == 0
+    )
     assert set(json.loads((tmp_path / "eval2" / "scores.json").read_text())) == {"digit"}
-    assert main(["evaluate", "--model", str(model), "--head", "tags", "--data",
-                 str(tmp_path / "untagged" / "shards"), "--out", str(tmp_path / "eval3")]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(model),
+                "--head",
+                "tags",
+                "--data",
+                str(tmp_path / "untagged" / "shards"),
+                "--out",
+                str(tmp_path / "eval3"),
+            ]
+        )
+        == 1
+    )
     assert "no sample has a label for head tags" in capsys.readouterr().err
 
 
@@ -412,8 +475,13 @@ def test_joint_training_resumes_exactly(joint_corpus, tmp_path):
     """Joint CTC + heads, with mixup and balanced sampling on: stopping at a checkpoint and
     resuming reaches the parameters of a straight run (the constant schedule makes the two
     runs' learning rates independent of max_steps)."""
-    over = {"data.mixup.prob": 1.0, "data.balance.head": "digit", "data.max_batch_seconds": 3,
-            "checkpoint_every": 100, "validate": False}
+    over = {
+        "data.mixup.prob": 1.0,
+        "data.balance.head": "digit",
+        "data.max_batch_seconds": 3,
+        "checkpoint_every": 100,
+        "validate": False,
+    }
     straight = tmp_path / "straight"
     Trainer(_config(joint_corpus, straight, max_steps=6, **over)).run()
     split = tmp_path / "split"
@@ -432,12 +500,19 @@ def test_labels_command_copies_a_field_and_writes_the_class_list(tmp_path, capsy
     from astctc.data.manifest import read_manifest
 
     for split, langs in (("train", ["fr_fr", "en_us", "en_us"]), ("dev", ["de_de", None])):
-        write_manifest([{"id": f"{split}{i}", "audio": f"{i}.wav", "duration": 1.0, "text": "x", "language": lang}
-                        for i, lang in enumerate(langs)], tmp_path / split / "manifest.jsonl")
+        write_manifest(
+            [
+                {"id": f"{split}{i}", "audio": f"{i}.wav", "duration": 1.0, "text": "x", "language": lang}
+                for i, lang in enumerate(langs)
+            ],
+            tmp_path / split / "manifest.jsonl",
+        )
     ms = [str(tmp_path / s / "manifest.jsonl") for s in ("train", "dev")]
     out = tmp_path / "labels" / "lang.txt"
-    assert main(["labels", "--head", "lang", "--from-field", "language", "--manifest", *ms,
-                 "--labels-file", str(out)]) == 0
+    assert (
+        main(["labels", "--head", "lang", "--from-field", "language", "--manifest", *ms, "--labels-file", str(out)])
+        == 0
+    )
     assert out.read_text().split() == ["de_de", "en_us", "fr_fr"]
     rows = read_manifest(ms[0]) + read_manifest(ms[1])
     assert [r["labels"].get("lang") for r in rows] == ["fr_fr", "en_us", "en_us", "de_de", None]

@@ -1,5 +1,6 @@
 """Bad input on the command line: a clear one-line error naming the file, no traceback,
 and nothing already done is lost."""
+
 import json
 
 import numpy as np
@@ -37,7 +38,7 @@ def test_manifest_drops_empty_transcript_and_bad_audio_by_name(tmp_path, capsys,
     assert "1 utterances" in captured.out and "2 rejected" in captured.out
     assert "u2 skipped: empty transcript" in caplog.text
     assert "u3 skipped" in caplog.text and "empty.wav: empty audio file" in caplog.text
-    kept = [json.loads(l)["id"] for l in (tmp_path / "out.jsonl").read_text().splitlines()]
+    kept = [json.loads(line)["id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert kept == ["u1"]
 
 
@@ -104,15 +105,17 @@ def test_parser_and_help_import_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, contextlib, io\n"
-            "import astctc.cli as c\n"
-            "p = c.build_parser()\n"
-            "for argv in ([], ['prepare'], ['download'], ['decode'], ['transcribe'], ['train']):\n"
-            "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
-            "        p.parse_args(argv + ['--help'])\n"
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'torchaudio', 'tqdm'))\n"
-            "heavy += sorted(m for m in sys.modules if m.startswith('astctc.') and not m.startswith('astctc.cli'))\n"
-            "print(' '.join(heavy))\n")
+    code = (
+        "import sys, contextlib, io\n"
+        "import astctc.cli as c\n"
+        "p = c.build_parser()\n"
+        "for argv in ([], ['prepare'], ['download'], ['decode'], ['transcribe'], ['train']):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        p.parse_args(argv + ['--help'])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'torchaudio', 'tqdm'))\n"
+        "heavy += sorted(m for m in sys.modules if m.startswith('astctc.') and not m.startswith('astctc.cli'))\n"
+        "print(' '.join(heavy))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == ""
 
@@ -125,7 +128,11 @@ def test_cli_defaults_agree_with_the_modules():
 
     d = BeamConfig()
     assert (common.BEAM_WIDTH, common.BEAM_PRUNE_LOGP, common.TOKEN_MIN_LOGP, common.HOTWORD_WEIGHT) == (
-        d.beam_width, d.beam_prune_logp, d.token_min_logp, d.hotword_weight)
+        d.beam_width,
+        d.beam_prune_logp,
+        d.token_min_logp,
+        d.hotword_weight,
+    )
     assert tuple(common.ALPHA_GRID) == tuple(ALPHA_GRID) and tuple(common.BETA_GRID) == tuple(BETA_GRID)
     assert tuple(common.TRANSCRIPTS) == tuple(TRANSCRIPTS)
 
@@ -136,8 +143,10 @@ def test_corpora_are_under_download_and_prepare(tmp_path, capsys):
     from astctc.cli import build_parser
 
     p = build_parser()
-    for verb, corpora in (("download", {"librispeech", "fleurs", "speechcommands", "esc50"}),
-                          ("prepare", {"librispeech", "fleurs", "speechcommands", "esc50", "fsdd"})):
+    for verb, corpora in (
+        ("download", {"librispeech", "fleurs", "speechcommands", "esc50"}),
+        ("prepare", {"librispeech", "fleurs", "speechcommands", "esc50", "fsdd"}),
+    ):
         sub = dict(_parsers(p))[("astctc", verb)]
         assert {path[-1] for path, _ in _parsers(sub, (verb,))} - {verb} == corpora
     for old in ("fsdd", "esc50", "speechcommands"):  # the corpus-named commands are gone

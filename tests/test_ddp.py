@@ -7,6 +7,7 @@ batch's target tokens, and DDP's average of the ranks' gradients undoes the worl
 exactly (scaling by 2 commutes with rounding). CTC dropout is off: the ranks draw their own
 dropout masks, which one process cannot replay.
 """
+
 import json
 import os
 import socket
@@ -31,14 +32,21 @@ def _free_port() -> int:
 
 
 def _sets(corpus, exp, **kw):
-    kw = {"max_steps": STEPS, "validate": False, "checkpoint_every": 100, "data.max_batch_seconds": 4,
-          "model.ctc.dropout": 0.0, **kw}
+    kw = {
+        "max_steps": STEPS,
+        "validate": False,
+        "checkpoint_every": 100,
+        "data.max_batch_seconds": 4,
+        "model.ctc.dropout": 0.0,
+        **kw,
+    }
     return tiny_train_config(corpus, exp, **kw)
 
 
 def _rank(rank: int, world: int, port: int, sets: list[str], out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
-                      RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     trainer = Trainer(load_config(TrainConfig, None, sets))
     trainer.run()
@@ -49,13 +57,18 @@ def _single_process_reference(sets: list[str]) -> dict:
     """One process, grad_accum over rank 0's and rank 1's batches, epochs ending as DDP's do."""
     trainer = Trainer(load_config(TrainConfig, None, sets))
     cfg = trainer.cfg
-    featurizer = Featurizer(cfg.features, trainer.tokenizer, cfg.data.spec_augment, cfg.seed,
-                            cfg.data.max_duration, cfg.data.augment)
+    featurizer = Featurizer(
+        cfg.features, trainer.tokenizer, cfg.data.spec_augment, cfg.seed, cfg.data.max_duration, cfg.data.augment
+    )
     step, epoch, per_epoch = 0, 0, []
     trainer.model.train()
     while step < STEPS:
-        loaders = [make_loader(cfg.data.train, featurizer, cfg.data, train=True, seed=cfg.seed,
-                               epoch=epoch, rank=r, world_size=2) for r in range(2)]
+        loaders = [
+            make_loader(
+                cfg.data.train, featurizer, cfg.data, train=True, seed=cfg.seed, epoch=epoch, rank=r, world_size=2
+            )
+            for r in range(2)
+        ]
         per_epoch.append([len(list(loader)) for loader in loaders])
         for pair in zip(*loaders):  # stops when the shorter rank runs out
             trainer.train_step(list(pair))
@@ -101,8 +114,20 @@ def test_torchrun_cli_then_resume_on_one_process(tiny_corpus, tmp_path):
     """`torchrun --nproc_per_node 2 -m astctc.cli train` runs; a single process resumes its
     mid-epoch checkpoint (another world size: the epoch position is scaled, with a warning)."""
     exp = tmp_path / "exp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-           "127.0.0.1", "--master_port", str(_free_port()), "-m", "astctc.cli", "train"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "astctc.cli",
+        "train",
+    ]
     for s in _sets(tiny_corpus, exp, max_steps=2, grad_accum=1):
         cmd += ["--set", s]
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -1,4 +1,5 @@
 """Downloads against a local HTTP server: resume, retries, checksums, host limits, safe extraction."""
+
 from __future__ import annotations
 
 import hashlib

@@ -4,16 +4,17 @@
 later figure unreproducible, so the suite says so first. Set ASTCTC_SKIP_LOCK_CHECK=1 to run the
 tests in an environment of your own (a pip install of the library's ranges).
 """
+
 from __future__ import annotations
 
 import os
 import re
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,14 +50,16 @@ def test_environment_matches_lock():
     problems = lock_differences(REPO / "uv.lock", _installed())
     assert not problems, (
         "the environment differs from uv.lock (`make sync` restores it; `make lock` refreshes the "
-        "lock):\n  " + "\n  ".join(problems))
+        "lock):\n  " + "\n  ".join(problems)
+    )
 
 
 def test_lock_check_names_a_changed_package(tmp_path):
     """The check itself: a version bumped by hand and a package added by hand are both named."""
     (tmp_path / "uv.lock").write_text(
         'version = 1\n[[package]]\nname = "jiwer"\nversion = "4.0.0"\n'
-        '[[package]]\nname = "Torch_Audio"\nversion = "2.11.0"\n')
+        '[[package]]\nname = "Torch_Audio"\nversion = "2.11.0"\n'
+    )
 
     class Dist:
         def __init__(self, name, version):
@@ -107,7 +110,15 @@ def test_torchaudio_compiled_ops_on_a_real_clip(shared_data):
     # a band-limited round trip keeps most of the speech energy (it lies below 4 kHz)
     back = AF.resample(down, 8000, 16000)[: wav.numel()]
     assert float((back - wav).pow(2).sum() / wav.pow(2).sum()) < 0.2
-    feats = kaldi.fbank(wav.unsqueeze(0) * 32768, num_mel_bins=128, sample_frequency=16000,
-                        frame_length=25, frame_shift=10, dither=0.0, window_type="hanning", htk_compat=True)
+    feats = kaldi.fbank(
+        wav.unsqueeze(0) * 32768,
+        num_mel_bins=128,
+        sample_frequency=16000,
+        frame_length=25,
+        frame_shift=10,
+        dither=0.0,
+        window_type="hanning",
+        htk_compat=True,
+    )
     assert feats.shape == (1 + (wav.numel() - 400) // 160, 128)
     assert torch.isfinite(feats).all() and feats.std() > 1.0

@@ -1,5 +1,6 @@
 """Beam search with KenLM n-grams: hand-made posteriors where greedy misspells and the LM fixes
 it, alpha/beta tuning, word times, the process pool, clear errors, and LM training (lmplz)."""
+
 from __future__ import annotations
 
 import gzip
@@ -28,8 +29,9 @@ def write_arpa(path: Path, unigrams: dict[str, float], bigrams: dict[str, float]
     uni = {"<unk>": -3.0, "<s>": 0.0, "</s>": -1.0, **unigrams}
     bigrams = bigrams or {f"<s> {next(iter(unigrams))}": -0.5}
     lines = ["\\data\\", f"ngram 1={len(uni)}", f"ngram 2={len(bigrams)}"]
-    lines += ["", "\\1-grams:"] + [f"{p}\t{w}\t0" if w not in ("</s>", "<unk>") else f"{p}\t{w}"
-                                   for w, p in uni.items()]
+    lines += ["", "\\1-grams:"] + [
+        f"{p}\t{w}\t0" if w not in ("</s>", "<unk>") else f"{p}\t{w}" for w, p in uni.items()
+    ]
     lines += ["", "\\2-grams:"] + [f"{p}\t{w}" for w, p in bigrams.items()]
     lines += ["", "\\end\\", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -80,7 +82,10 @@ def test_lm_fixes_a_greedy_misspelling_with_word_times(lm):
         assert hyp.text == "the cat sat"
         # word times: "cat" is characters 4..6, frames 8..13, its "t" read in frame 12
         assert [(w.word, w.start, w.end) for w in hyp.words] == [
-            ("the", 0.0, 0.2), ("cat", 8 * FS, 13 * FS), ("sat", 16 * FS, 21 * FS)]
+            ("the", 0.0, 0.2),
+            ("cat", 8 * FS, 13 * FS),
+            ("sat", 16 * FS, 21 * FS),
+        ]
         no_lm = BeamSearch(TOK, None, BeamConfig(beam_width=16), frame_seconds=FS)
         assert no_lm.decode_one(lp).text == "the kat sat"  # it is the LM that fixes it
 
@@ -173,6 +178,7 @@ def test_greedy_words_agree_with_greedy_text():
 
 # ---- clear errors ------------------------------------------------------------------------
 
+
 def test_missing_lm_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.bin: language model not found"):
         BeamSearch(TOK, tmp_path / "nope.bin")
@@ -214,6 +220,7 @@ def test_empty_text_and_bad_cli_use(tmp_path, capsys):
 
 
 # ---- KenLM programs (built by `make lm-tools`) -------------------------------------------
+
 
 def _need(tool: str) -> None:
     try:

@@ -3,6 +3,7 @@
 sclite is run as ESPnet runs it: `sclite -r ref.trn trn -h hyp.trn trn -i rm`. The rm id mode
 takes the speaker from the id up to the first '-' or '_', so the ids here are `spk-utt`.
 """
+
 import json
 import logging
 import os
@@ -13,8 +14,7 @@ import subprocess
 
 import pytest
 
-from astctc.metrics import (ErrorCounts, align, chars, read_text_file, score, score_files,
-                            write_report, write_trn)
+from astctc.metrics import ErrorCounts, align, chars, read_text_file, score, score_files, write_report, write_trn
 
 # id -> (reference, hypothesis, expected (hits, sub, del, ins) on sclite's alignment)
 CASES = {
@@ -30,8 +30,11 @@ CASES = {
     "spkb-08": ("one two three four five", "four five six seven eight", (2, 0, 3, 3)),
     # equal sclite cost (12) either way: sclite keeps the 3 substitutions
     "spkc-09": ("x x a", "a y y", (0, 3, 0, 0)),
-    "spkc-10": ("The quick brown fox jumps over the lazy dog.",
-                "the quik brown fox jumped over a lazy dog dog", (6, 3, 0, 1)),
+    "spkc-10": (
+        "The quick brown fox jumps over the lazy dog.",
+        "the quik brown fox jumped over a lazy dog dog",
+        (6, 3, 0, 1),
+    ),
     "spkc-11": ("Hello, World!", "hello world", (2, 0, 0, 0)),
 }
 
@@ -45,13 +48,28 @@ def sclite_bin() -> str:
 
 def run_sclite(ref_trn, hyp_trn):
     """sclite's Sum line (#Snt #Wrd Corr Sub Del Ins Err) and per-utterance (C, S, D, I)."""
-    cmd = [sclite_bin(), "-r", str(ref_trn), "trn", "-h", str(hyp_trn), "trn", "-i", "rm",
-           "-o", "rsum", "pralign", "stdout"]
+    cmd = [
+        sclite_bin(),
+        "-r",
+        str(ref_trn),
+        "trn",
+        "-h",
+        str(hyp_trn),
+        "trn",
+        "-i",
+        "rm",
+        "-o",
+        "rsum",
+        "pralign",
+        "stdout",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     m = re.search(r"\|\s*Sum\s*\|\s*(\d+)\s+(\d+)\s*\|\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", out)
     assert m, out
-    per_utt = {uid: tuple(map(int, v)) for uid, *v in re.findall(
-        r"id: \((\S+)\)\nScores: \(#C #S #D #I\) (\d+) (\d+) (\d+) (\d+)", out)}
+    per_utt = {
+        uid: tuple(map(int, v))
+        for uid, *v in re.findall(r"id: \((\S+)\)\nScores: \(#C #S #D #I\) (\d+) (\d+) (\d+) (\d+)", out)
+    }
     return tuple(map(int, m.groups())), per_utt
 
 
@@ -64,15 +82,22 @@ def test_word_counts_match_sclite(tmp_path):
     for u in report.utts:
         assert counts(u.words) == CASES[u.id][2], u.id
     write_report(report, tmp_path)
-    (snt, wrd, corr, sub, dele, ins, err), per_utt = run_sclite(tmp_path / "ref.trn",
-                                                                 tmp_path / "hyp.trn")
+    (snt, wrd, corr, sub, dele, ins, err), per_utt = run_sclite(tmp_path / "ref.trn", tmp_path / "hyp.trn")
     w = report.words
     assert (snt, wrd, corr, sub, dele, ins, err) == (
-        report.num_utts, w.ref, w.hits, w.substitutions, w.deletions, w.insertions, w.errors)
+        report.num_utts,
+        w.ref,
+        w.hits,
+        w.substitutions,
+        w.deletions,
+        w.insertions,
+        w.errors,
+    )
     assert per_utt == {u.id: counts(u.words) for u in report.utts}
     assert report.wer == pytest.approx(100.0 * err / wrd)
     assert report.summary().startswith(
-        f"%WER {100.0 * err / wrd:.2f} [ {err} / {wrd}, {ins} ins, {dele} del, {sub} sub ]")
+        f"%WER {100.0 * err / wrd:.2f} [ {err} / {wrd}, {ins} ins, {dele} del, {sub} sub ]"
+    )
 
 
 def test_random_alignments_match_sclite(tmp_path):
@@ -104,9 +129,11 @@ def test_cer_hand_computed_and_matches_sclite(tmp_path):
     assert report.chars.ref == 22
     assert report.cer == pytest.approx(100.0 * 4 / 22)
     assert "%CER 18.18 [ 4 / 22, 2 ins, 2 del, 0 sub ]" in report.summary()
+
     # ESPnet scores CER with sclite on character tokens, the space written as <space>
-    as_chars = lambda texts: {k: " ".join(c if c != " " else "<space>" for c in chars(v))
-                              for k, v in texts.items()}
+    def as_chars(texts):
+        return {k: " ".join(c if c != " " else "<space>" for c in chars(v)) for k, v in texts.items()}
+
     write_trn(as_chars(refs), tmp_path / "ref.trn")
     write_trn(as_chars(hyps), tmp_path / "hyp.trn")
     (snt, wrd, corr, sub, dele, ins, err), _ = run_sclite(tmp_path / "ref.trn", tmp_path / "hyp.trn")
@@ -141,8 +168,7 @@ def test_read_text_file_formats(tmp_path):
     kaldi = tmp_path / "text"
     kaldi.write_text("spk-1 hello world\nspk-2\nspk-3 it's fine\n")
     jsonl = tmp_path / "manifest.jsonl"
-    jsonl.write_text("".join(json.dumps({"id": k, "audio": "x.flac", "text": v}) + "\n"
-                             for k, v in want.items()))
+    jsonl.write_text("".join(json.dumps({"id": k, "audio": "x.flac", "text": v}) + "\n" for k, v in want.items()))
     trn = tmp_path / "hyp.trn"
     write_trn(want, trn)
     assert trn.read_text() == "hello world (spk-1)\n(spk-2)\nit's fine (spk-3)\n"
@@ -155,9 +181,9 @@ def test_read_text_file_formats(tmp_path):
 
 def test_score_files_writes_report(tmp_path):
     (tmp_path / "text").write_text("u-1 a b c d\nu-2 e f\nu-3 g\n")
-    (tmp_path / "hyp.jsonl").write_text('{"id": "u-1", "text": "a b c"}\n'
-                                        '{"id": "u-2", "text": "x y"}\n'
-                                        '{"id": "u-3", "text": "g"}\n')
+    (tmp_path / "hyp.jsonl").write_text(
+        '{"id": "u-1", "text": "a b c"}\n{"id": "u-2", "text": "x y"}\n{"id": "u-3", "text": "g"}\n'
+    )
     report = score_files(tmp_path / "text", tmp_path / "hyp.jsonl", tmp_path / "score")
     out = tmp_path / "score"
     assert (out / "wer.txt").read_text() == report.summary()

@@ -11,10 +11,12 @@ LAYOUTS = {
     "ast16x16": dict(patch_freq=16, patch_time=16, stride_freq=10, stride_time=10, num_cls_tokens=2),
     "frame": dict(patch_freq=128, patch_time=2, stride_freq=128, stride_time=2, num_cls_tokens=1),
     # convolutions along time (position embedding + Conformer module) must not see padding either
-    "frame+conv": dict(patch_freq=128, patch_time=2, stride_freq=128, stride_time=2, num_cls_tokens=1,
-                       conv_pos=5, conv_kernel=7),
-    "ast16x16+conv": dict(patch_freq=16, patch_time=16, stride_freq=10, stride_time=10, num_cls_tokens=2,
-                          conv_pos=3, conv_kernel=5),
+    "frame+conv": dict(
+        patch_freq=128, patch_time=2, stride_freq=128, stride_time=2, num_cls_tokens=1, conv_pos=5, conv_kernel=7
+    ),
+    "ast16x16+conv": dict(
+        patch_freq=16, patch_time=16, stride_freq=10, stride_time=10, num_cls_tokens=2, conv_pos=3, conv_kernel=5
+    ),
 }
 
 
@@ -27,8 +29,11 @@ def small(layout: str, **kw) -> EncoderConfig:
 def test_padding_invariance(layout, combine):
     """An utterance inside a padded batch gives the outputs it gives alone (within 1e-5)."""
     torch.manual_seed(0)
-    model = ASTModel(ModelConfig(small(layout), CTCHeadConfig(vocab_size=12, combine=combine),
-                                 {"cls": ClassifierConfig(num_classes=3)})).eval()
+    model = ASTModel(
+        ModelConfig(
+            small(layout), CTCHeadConfig(vocab_size=12, combine=combine), {"cls": ClassifierConfig(num_classes=3)}
+        )
+    ).eval()
     lengths = torch.tensor([400, 257, 31, 9])  # 9 frames: shorter than one 16-frame patch
     feats = torch.randn(4, 400, 128)
     for b, n in enumerate(lengths):
@@ -115,8 +120,11 @@ def test_ctc_loss_learns_a_target():
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     tok = CharTokenizer.train(["abc d"])
-    cfg = ModelConfig(small("ast16x16"), CTCHeadConfig(vocab_size=tok.vocab_size),
-                      {"kws": ClassifierConfig(num_classes=4, classes=list("abcd"))})
+    cfg = ModelConfig(
+        small("ast16x16"),
+        CTCHeadConfig(vocab_size=tok.vocab_size),
+        {"kws": ClassifierConfig(num_classes=4, classes=list("abcd"))},
+    )
     model = ASTModel(cfg).eval()
     model.save(tmp_path / "m", FeatureConfig(norm_mean=-1.0), tok)
     loaded = load_model(tmp_path / "m")

@@ -1,4 +1,5 @@
 """The packed attention path (encoder.attention = "packed") computes what the padded one does."""
+
 import copy
 
 import pytest
@@ -14,8 +15,9 @@ LENGTHS = [400, 257, 31, 9]  # 9 frames: shorter than one 16-frame patch
 
 def _pair(layout: str) -> tuple[ASTModel, ASTModel]:
     torch.manual_seed(0)
-    padded = ASTModel(ModelConfig(small(layout), CTCHeadConfig(vocab_size=12, dropout=0.0),
-                                  {"cls": ClassifierConfig(num_classes=3)}))
+    padded = ASTModel(
+        ModelConfig(small(layout), CTCHeadConfig(vocab_size=12, dropout=0.0), {"cls": ClassifierConfig(num_classes=3)})
+    )
     packed = copy.deepcopy(padded)
     packed.encoder.cfg.attention = "packed"
     return padded, packed
@@ -159,7 +161,7 @@ def test_packed_varlen_on_cuda_bf16_close_to_padded(monkeypatch):
     calls = []
     real = E._varlen_attn()
     assert real is not None, "torch.nn.attention.varlen missing"
-    monkeypatch.setattr(E, "_varlen_attn", lambda: (lambda *a, **k: calls.append(1) or real(*a, **k)))
+    monkeypatch.setattr(E, "_varlen_attn", lambda: lambda *a, **k: calls.append(1) or real(*a, **k))
     for layout in LAYOUTS:
         padded, packed = (m.cuda() for m in _pair(layout))
         feats, lengths, targets, tl = (t.cuda() for t in _batch())

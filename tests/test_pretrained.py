@@ -1,5 +1,6 @@
 """Pretrained initialisation: parity with transformers' AST/ViT/DeiT, the AST adaptations, the
 feature extractor, hub errors, and fine-tuning (layer decay, freezing, exact resume)."""
+
 import os
 import subprocess
 import sys
@@ -49,8 +50,12 @@ def _model(ctc=False, classifiers=None, **enc) -> ASTModel:
 
 @pytest.fixture(scope="module")
 def hf_ast(tmp_path_factory):
-    cfg = transformers.ASTConfig(**{**TINY, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 256},
-                                 num_mel_bins=128, max_length=100, num_labels=5)
+    cfg = transformers.ASTConfig(
+        **{**TINY, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 256},
+        num_mel_bins=128,
+        max_length=100,
+        num_labels=5,
+    )
     assert cfg.hidden_act == "gelu" and cfg.layer_norm_eps == 1e-12  # our encoder: exact GELU, 1e-12
     hf = _randomise(transformers.ASTForAudioClassification(cfg))
     d = tmp_path_factory.mktemp("hf_ast")
@@ -58,14 +63,25 @@ def hf_ast(tmp_path_factory):
     return hf, d
 
 
-AST_ENC = dict(num_mel_bins=128, patch_freq=16, patch_time=16, stride_freq=10, stride_time=10,
-               embed_dim=64, depth=2, num_heads=4, num_cls_tokens=2, max_frames=100)
+AST_ENC = dict(
+    num_mel_bins=128,
+    patch_freq=16,
+    patch_time=16,
+    stride_freq=10,
+    stride_time=10,
+    embed_dim=64,
+    depth=2,
+    num_heads=4,
+    num_cls_tokens=2,
+    max_frames=100,
+)
 
 
 def test_ast_parity_encoder_and_classifier(hf_ast):
     hf, d = hf_ast
-    ours = _model(classifiers={"tags": ClassifierConfig(num_classes=5), "other": ClassifierConfig(num_classes=3)},
-                  **AST_ENC)
+    ours = _model(
+        classifiers={"tags": ClassifierConfig(num_classes=5), "other": ClassifierConfig(num_classes=3)}, **AST_ENC
+    )
     x = torch.randn(2, 100, 128, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = hf.audio_spectrogram_transformer(x).last_hidden_state
@@ -106,7 +122,8 @@ def _vit_like(kind: str, tmp_path: Path, image_size=32, seed=0):
         hf = transformers.ViTModel(transformers.ViTConfig(**TINY, image_size=image_size, patch_size=8))
     else:  # the hub's DeiT checkpoints are the with-teacher classifiers
         hf = transformers.DeiTForImageClassificationWithTeacher(
-            transformers.DeiTConfig(**TINY, image_size=image_size, patch_size=8, num_labels=7))
+            transformers.DeiTConfig(**TINY, image_size=image_size, patch_size=8, num_labels=7)
+        )
     hf = _randomise(hf, seed)
     hf.save_pretrained(tmp_path / kind)
     return (hf if kind == "vit" else hf.deit), tmp_path / kind
@@ -120,8 +137,18 @@ def _image(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("kind, num_cls", [("vit", 1), ("deit", 2)])
 def test_vit_deit_parity_with_summed_rgb_kernel(kind, num_cls, tmp_path):
     hf, d = _vit_like(kind, tmp_path)
-    ours = _model(num_mel_bins=32, patch_freq=8, patch_time=8, stride_freq=8, stride_time=8, embed_dim=32,
-                  depth=2, num_heads=2, num_cls_tokens=num_cls, max_frames=32)
+    ours = _model(
+        num_mel_bins=32,
+        patch_freq=8,
+        patch_time=8,
+        stride_freq=8,
+        stride_time=8,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        num_cls_tokens=num_cls,
+        max_frames=32,
+    )
     report = init_from_pretrained(ours, str(d))
     x = torch.randn(2, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -140,19 +167,30 @@ def test_vit_positions_adapted_per_axis_gives_the_adapted_image_model(mel, frame
     interpolated 6->8; (48, 32): rows interpolated 4->6, columns cut 6->4. The reference is the
     image model with the table adapted here by hand, fed the grey image of the same input."""
     hf, d = _vit_like("vit", tmp_path, image_size=(32, 48))
-    ours = _model(num_mel_bins=mel, patch_freq=8, patch_time=8, stride_freq=8, stride_time=8, embed_dim=32,
-                  depth=2, num_heads=2, num_cls_tokens=1, max_frames=frames)
+    ours = _model(
+        num_mel_bins=mel,
+        patch_freq=8,
+        patch_time=8,
+        stride_freq=8,
+        stride_time=8,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        num_cls_tokens=1,
+        max_frames=frames,
+    )
     report = init_from_pretrained(ours, str(d))
     assert report.status(POS) == "adapted"
 
     pos = hf.embeddings.position_embeddings.detach()
     grid = pos[0, 1:].reshape(4, 6, 32).permute(2, 0, 1)[None]  # (1, D, rows, cols)
     R, C = mel // 8, frames // 8
-    grid = grid[..., 3 - C // 2: 3 - C // 2 + C] if C < 6 else F.interpolate(grid, size=(4, C), mode="bilinear")
-    grid = grid[:, :, 2 - R // 2: 2 - R // 2 + R] if R < 4 else F.interpolate(grid, size=(R, C), mode="bilinear")
+    grid = grid[..., 3 - C // 2 : 3 - C // 2 + C] if C < 6 else F.interpolate(grid, size=(4, C), mode="bilinear")
+    grid = grid[:, :, 2 - R // 2 : 2 - R // 2 + R] if R < 4 else F.interpolate(grid, size=(R, C), mode="bilinear")
     table = torch.cat([pos[:, :1], grid[0].permute(1, 2, 0).reshape(1, R * C, 32)], dim=1)
-    ref_model = transformers.ViTModel(transformers.ViTConfig(**TINY, image_size=(mel, frames), patch_size=8),
-                                      add_pooling_layer=False).eval()
+    ref_model = transformers.ViTModel(
+        transformers.ViTConfig(**TINY, image_size=(mel, frames), patch_size=8), add_pooling_layer=False
+    ).eval()
     sd = {k: v for k, v in hf.state_dict().items() if not k.startswith("pooler")}
     ref_model.load_state_dict({**sd, "embeddings.position_embeddings": table})
     x = torch.randn(2, frames, mel, generator=torch.Generator().manual_seed(3))
@@ -162,8 +200,18 @@ def test_vit_positions_adapted_per_axis_gives_the_adapted_image_model(mel, frame
 
 def test_vit_one_token_into_two_token_model(tmp_path):
     hf, d = _vit_like("vit", tmp_path)
-    ours = _model(num_mel_bins=32, patch_freq=8, patch_time=8, stride_freq=8, stride_time=8, embed_dim=32,
-                  depth=2, num_heads=2, num_cls_tokens=2, max_frames=32)
+    ours = _model(
+        num_mel_bins=32,
+        patch_freq=8,
+        patch_time=8,
+        stride_freq=8,
+        stride_time=8,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        num_cls_tokens=2,
+        max_frames=32,
+    )
     report = init_from_pretrained(ours, str(d))
     emb = ours.encoder.embeddings
     assert torch.equal(emb.distillation_token, emb.cls_token)
@@ -176,8 +224,19 @@ def test_vit_one_token_into_two_token_model(tmp_path):
 def test_ast_into_frame_patches_one_token_and_ctc(hf_ast):
     """AST 16x16 patches, 2 tokens -> SSAST frame patches 128 x 4 with one token and a CTC head."""
     _, d = hf_ast
-    ours = _model(ctc=True, num_mel_bins=128, patch_freq=128, patch_time=4, stride_freq=128, stride_time=4,
-                  embed_dim=64, depth=1, num_heads=4, num_cls_tokens=1, max_frames=400)
+    ours = _model(
+        ctc=True,
+        num_mel_bins=128,
+        patch_freq=128,
+        patch_time=4,
+        stride_freq=128,
+        stride_time=4,
+        embed_dim=64,
+        depth=1,
+        num_heads=4,
+        num_cls_tokens=1,
+        max_frames=400,
+    )
     report = init_from_pretrained(ours, str(d))
     how = dict((n, h) for n, _, h in report.rows)
     assert "16x16 -> 128x4 (pi-resize)" in how[PROJ]
@@ -251,8 +310,14 @@ def test_hub_offline_is_a_clear_message(tmp_path):
     env.pop("HF_HUB_CACHE", None)
     env.pop("TRANSFORMERS_CACHE", None)
     repo = "MIT/ast-finetuned-audioset-10-10-0.4593"
-    p = subprocess.run([sys.executable, "-m", "astctc.cli", "init-check", "--init", f"hf://{repo}"],
-                       env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "astctc.cli", "init-check", "--init", f"hf://{repo}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert p.returncode == 1, p.stderr
     assert "Traceback" not in p.stderr
     assert f"hf download {repo} --local-dir pretrained/ast-finetuned-audioset-10-10-0.4593" in p.stderr
@@ -278,8 +343,11 @@ def test_finetune_local_conf_trains_two_steps(tiny_corpus, tiny_hf_ast, tmp_path
     hf, d = tiny_hf_ast
     exp = tmp_path / "exp"
     layout = ("patch_", "stride_", "num_cls_tokens", "max_frames")  # keep the conf's AST layout
-    sets = [s for s in tiny_train_config(tiny_corpus, exp, init=d, max_steps=2, validate=False)
-            if not s.startswith("model.encoder.") or not any(k in s for k in layout)]
+    sets = [
+        s
+        for s in tiny_train_config(tiny_corpus, exp, init=d, max_steps=2, validate=False)
+        if not s.startswith("model.encoder.") or not any(k in s for k in layout)
+    ]
     cfg = load_config(TrainConfig, REPO / "recipes/mini/conf/finetune_local.yaml", sets)
     assert cfg.model.encoder.stride_time == 4 and cfg.optim.freeze_encoder_steps >= 2
     trainer = Trainer(cfg)
@@ -303,8 +371,13 @@ def test_layer_decay_groups(tiny_corpus, tiny_hf_ast, tmp_path):
     trainer = Trainer(load_config(TrainConfig, None, sets))
     lr = {id(p): g["initial_lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
     wd = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
-    want = {"encoder.embeddings.": 0.125, "encoder.encoder.layer.0.": 0.25, "encoder.encoder.layer.1.": 0.5,
-            "encoder.layernorm.": 1.0, "ctc.": 1.0}
+    want = {
+        "encoder.embeddings.": 0.125,
+        "encoder.encoder.layer.0.": 0.25,
+        "encoder.encoder.layer.1.": 0.5,
+        "encoder.layernorm.": 1.0,
+        "ctc.": 1.0,
+    }
     for n, p in trainer.model.named_parameters():
         assert lr[id(p)] == next(v for k, v in want.items() if n.startswith(k)), n
         assert wd[id(p)] == (0.05 if p.ndim >= 2 and "embeddings" not in n else 0.0), n
@@ -318,9 +391,20 @@ def test_freeze_and_layer_decay_resume_exactly(tiny_corpus, tiny_hf_ast, tmp_pat
     _, d = tiny_hf_ast
 
     def sets(exp, steps):
-        return tiny_train_config(tiny_corpus, exp, init=d, max_steps=steps, validate=False, **{
-            "model.encoder.embed_dim": 32, "model.encoder.num_heads": 2, "optim.schedule": "constant",
-            "optim.layer_decay": 0.5, "optim.freeze_encoder_steps": 2})
+        return tiny_train_config(
+            tiny_corpus,
+            exp,
+            init=d,
+            max_steps=steps,
+            validate=False,
+            **{
+                "model.encoder.embed_dim": 32,
+                "model.encoder.num_heads": 2,
+                "optim.schedule": "constant",
+                "optim.layer_decay": 0.5,
+                "optim.freeze_encoder_steps": 2,
+            },
+        )
 
     Trainer(load_config(TrainConfig, None, sets(tmp_path / "straight", 4))).run()
     Trainer(load_config(TrainConfig, None, sets(tmp_path / "resumed", 2))).run()

@@ -1,5 +1,6 @@
 """Smoke test on real human speech from ../shared/data: every corpus's clips go through
 reading, features, a model and decoding without error (8 kHz wav, 16 kHz flac, 1-35 s)."""
+
 import torch
 
 from astctc.features import FeatureConfig
@@ -18,8 +19,17 @@ def test_transcribe_shared_clips(shared_data, tmp_path):
     assert len(clips) == 9, clips
     torch.manual_seed(0)
     tok = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz'"])
-    enc = EncoderConfig(patch_freq=128, stride_freq=128, patch_time=2, stride_time=2, embed_dim=32,
-                        depth=2, num_heads=2, num_cls_tokens=1, max_frames=1000)
+    enc = EncoderConfig(
+        patch_freq=128,
+        stride_freq=128,
+        patch_time=2,
+        stride_time=2,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        num_cls_tokens=1,
+        max_frames=1000,
+    )
     ASTModel(ModelConfig(enc, CTCHeadConfig(vocab_size=tok.vocab_size))).save(tmp_path / "m", FeatureConfig(), tok)
     asr = Transcriber(tmp_path / "m", device="cpu")
     texts = asr([str(c) for c in clips])

@@ -1,6 +1,7 @@
 """The classification recipes end to end at toy size: FSDD (joint CTC + digit head), Speech
 Commands (download from a local HTTP server, official lists, _silence_; and the shared subset),
 ESC-50 (download, five folds, cross-validation). Real clips from ../shared/data."""
+
 from __future__ import annotations
 
 import csv
@@ -18,8 +19,10 @@ from astctc.audio import audio_duration
 from tests.range_server import RangeServer
 from tests.recipe_run import copy_recipe, run_recipe
 
-TOY = ("max_steps=4 checkpoint_every=2 model.encoder.depth=1 model.encoder.embed_dim=32 "
-       "model.encoder.num_heads=2 progress=false data.num_workers=0 log_every=1")
+TOY = (
+    "max_steps=4 checkpoint_every=2 model.encoder.depth=1 model.encoder.embed_dim=32 "
+    "model.encoder.num_heads=2 progress=false data.num_workers=0 log_every=1"
+)
 
 
 @pytest.fixture()
@@ -44,21 +47,35 @@ def test_fsdd_recipe(tmp_path, shared_data):
     pad = 1e-4 * np.random.default_rng(0).standard_normal(sr // 4)
     sf.write(src / "1_theo_4.wav", np.concatenate([pad, wav, pad]), sr)
     tiny = "model.encoder.depth=1 model.encoder.embed_dim=32 model.encoder.num_heads=2 progress=false"
-    opts = ["--src", str(src), "--exp", "exp/toy", "--synth-voices", "2", "--train-opts", TOY,
-            "--pretrain-sentences", "6", "--pretrain-steps", "2", "--pretrain-opts", tiny + " data.num_workers=0"]
+    opts = [
+        "--src",
+        str(src),
+        "--exp",
+        "exp/toy",
+        "--synth-voices",
+        "2",
+        "--train-opts",
+        TOY,
+        "--pretrain-sentences",
+        "6",
+        "--pretrain-steps",
+        "2",
+        "--pretrain-opts",
+        tiny + " data.num_workers=0",
+    ]
     out = run_recipe(recipe, *opts)
     assert "stage 0 (prepare): done" in out.stderr
-    test = [json.loads(l) for l in (recipe / "data/test/manifest.jsonl").read_text().splitlines()]
+    test = [json.loads(line) for line in (recipe / "data/test/manifest.jsonl").read_text().splitlines()]
     assert len(test) == 10 and {r["speaker"] for r in test} == {"theo"}
     raw = {r["id"]: audio_duration(src / (r["id"][5:] + ".wav")) for r in test}
     assert all(r["duration"] <= raw[r["id"]] + 1e-4 for r in test)  # durations rounded to 0.1 ms
     padded = next(r for r in test if r["id"] == "fsdd-1_theo_4")
     assert padded["duration"] < raw["fsdd-1_theo_4"] - 0.4  # the added silence trimmed
-    synth = [json.loads(l) for l in (recipe / "data/synth/manifest.jsonl").read_text().splitlines()]
+    synth = [json.loads(line) for line in (recipe / "data/synth/manifest.jsonl").read_text().splitlines()]
     assert len(synth) == 20 and {r["labels"]["digit"] for r in synth} == {str(d) for d in range(10)}
     index = json.loads((recipe / "data/train_all/index.json").read_text())
     assert index["count"] == 4 + 20  # george's takes 3-4 of two digits + the synthetic words
-    pre = [json.loads(l) for l in (recipe / "data/pretrain/train/manifest.jsonl").read_text().splitlines()]
+    pre = [json.loads(line) for line in (recipe / "data/pretrain/train/manifest.jsonl").read_text().splitlines()]
     assert len(pre) == 6 and all(r["text"] != r["words"] for r in pre)  # phonemes (IPA), not spelling
     assert (recipe / "data/pretrain/lang/chars.txt").exists()
     assert "stage 4 (pretrain): done" in out.stderr and (recipe / "exp/toy/pretrain/model/config.json").exists()
@@ -77,9 +94,8 @@ def test_fsdd_recipe(tmp_path, shared_data):
 
     # leave-one-speaker-out: george held out, from the main run's pretrained encoder
     fold_opts = f"--src {src} --synth-voices 2 --train-opts '{TOY}'"
-    cv = run_recipe(recipe, "--exp", "exp/toy", "--speakers", "george", "--run-opts", fold_opts,
-                    script="crossval.sh")
-    fold = [json.loads(l) for l in (recipe / "data/cv/george/test/manifest.jsonl").read_text().splitlines()]
+    cv = run_recipe(recipe, "--exp", "exp/toy", "--speakers", "george", "--run-opts", fold_opts, script="crossval.sh")
+    fold = [json.loads(line) for line in (recipe / "data/cv/george/test/manifest.jsonl").read_text().splitlines()]
     assert len(fold) == 10 and {r["speaker"] for r in fold} == {"george"}
     assert not (recipe / "data/cv/george/pretrain").exists()  # no sentences: the encoder is given
     assert not (recipe / "data/cv/george/synth").exists()  # nor words: the main run's are shared
@@ -131,23 +147,46 @@ def test_speechcommands_recipe_download_and_official_lists(tmp_path, shared_data
     full, test = tmp_path / "full", tmp_path / "test"
     _tiny_speechcommands(shared_data, full)
     for c in ("yes", "_silence_", "_unknown_"):
-        shutil.copytree(shared_data / "speech_commands_v2_test12" / c, test / c,
-                        ignore=lambda d, names: sorted(names)[3:])
+        shutil.copytree(
+            shared_data / "speech_commands_v2_test12" / c, test / c, ignore=lambda d, names: sorted(names)[3:]
+        )
     _tar(full, www / "speech_commands_v0.02.tar.gz")
     _tar(test, www / "speech_commands_test_set_v0.02.tar.gz")
-    out = run_recipe(recipe, "--url", f"{url}/speech_commands_v0.02.tar.gz",
-               "--test-url", f"{url}/speech_commands_test_set_v0.02.tar.gz", "--train-opts", TOY)
+    out = run_recipe(
+        recipe,
+        "--url",
+        f"{url}/speech_commands_v0.02.tar.gz",
+        "--test-url",
+        f"{url}/speech_commands_test_set_v0.02.tar.gz",
+        "--train-opts",
+        TOY,
+    )
     assert (recipe / "downloads/speech_commands_v0.02.tar.gz.sha256").exists()
-    rows = {s: [json.loads(l) for l in (recipe / f"data/sc12/{s}/manifest.jsonl").read_text().splitlines()]
-            for s in ("train", "dev", "test")}
+    rows = {
+        s: [json.loads(line) for line in (recipe / f"data/sc12/{s}/manifest.jsonl").read_text().splitlines()]
+        for s in ("train", "dev", "test")
+    }
     assert {r["id"] for r in rows["dev"] if r["labels"]["command"] != "_silence_"} == {
-        f"sc-{l[:-5]}" for l in (full / "validation_list.txt").read_text().split()}
+        f"sc-{name[:-5]}" for name in (full / "validation_list.txt").read_text().split()
+    }
     train_labels = {r["labels"]["command"] for r in rows["train"]}
     assert train_labels == {"yes", "no", "_unknown_", "_silence_"}  # other words -> _unknown_
     assert len(rows["test"]) == 9  # the test archive replaces the list's test clips
     assert "test (12 classes): command: accuracy" in out.stdout
     assert (recipe / "data/sc12/labels/command.txt").read_text().split() == [
-        "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "_silence_", "_unknown_"]
+        "yes",
+        "no",
+        "up",
+        "down",
+        "left",
+        "right",
+        "on",
+        "off",
+        "stop",
+        "go",
+        "_silence_",
+        "_unknown_",
+    ]
 
 
 def test_speechcommands_recipe_on_the_shared_subset_with_init(tmp_path, shared_data):
@@ -159,8 +198,10 @@ def test_speechcommands_recipe_on_the_shared_subset_with_init(tmp_path, shared_d
         shutil.copytree(shared_data / "speech_commands_v2_test12" / c, src / c, ignore=lambda d, n: sorted(n)[25:])
     opts = ["--stage", "1", "--src", str(src), "--test-src", "", "--train-opts", TOY]
     first = run_recipe(recipe, *opts)
-    rows = {s: [json.loads(l) for l in (recipe / f"data/sc12/{s}/manifest.jsonl").read_text().splitlines()]
-            for s in ("train", "dev", "test")}
+    rows = {
+        s: [json.loads(line) for line in (recipe / f"data/sc12/{s}/manifest.jsonl").read_text().splitlines()]
+        for s in ("train", "dev", "test")
+    }
     speakers = {s: {r["speaker"] for r in rs if r["speaker"]} for s, rs in rows.items()}
     assert not speakers["train"] & speakers["test"] and not speakers["train"] & speakers["dev"]
     assert sum(len(r) for r in rows.values()) == 100
@@ -195,8 +236,9 @@ def test_esc50_recipe_download_and_cross_validation(tmp_path, shared_data, http_
     with zipfile.ZipFile(www / "master.zip", "w") as z:
         for p in sorted(src.rglob("*")):
             z.write(p, p.relative_to(src).as_posix())
-    out = run_recipe(recipe, "--url", f"{url}/master.zip", "--folds", "1 2",
-               "--train-opts", TOY + " model.encoder.max_frames=128")
+    out = run_recipe(
+        recipe, "--url", f"{url}/master.zip", "--folds", "1 2", "--train-opts", TOY + " model.encoder.max_frames=128"
+    )
     assert (recipe / "data/labels/category.txt").read_text().split() == ["dog", "rain", "crying_baby"]
     for k in range(1, 6):
         index = json.loads((recipe / f"data/cv{k}/train/index.json").read_text())

@@ -1,5 +1,6 @@
 """The FLEURS recipe, download -> score on CPU, against a fake Hugging Face hub on 127.0.0.1
 serving google/fleurs-shaped files built from LJSpeech clips in ../shared/data."""
+
 from __future__ import annotations
 
 import io
@@ -52,11 +53,29 @@ def build_fleurs(shared: Path, lang_dir: Path, seconds: float = 3.0) -> dict[str
             members[f"{split}/{name}"] = buf.getvalue()
             raw = r["text"]
             sentence_id = str(1500 + (a if split == "train" and i < 2 else a + i))
-            lines.append([sentence_id, name, raw, normalize(raw), _chars(normalize(raw)), str(wav.numel()),
-                          "FEMALE" if i % 2 else "MALE"])
+            lines.append(
+                [
+                    sentence_id,
+                    name,
+                    raw,
+                    normalize(raw),
+                    _chars(normalize(raw)),
+                    str(wav.numel()),
+                    "FEMALE" if i % 2 else "MALE",
+                ]
+            )
         if split == "train":
-            lines.append(["1999", "9999999999999999999.wav", "Not in the archive.", "not in the archive",
-                          _chars("not in the archive"), "32000", "OTHER"])
+            lines.append(
+                [
+                    "1999",
+                    "9999999999999999999.wav",
+                    "Not in the archive.",
+                    "not in the archive",
+                    _chars("not in the archive"),
+                    "32000",
+                    "OTHER",
+                ]
+            )
         (lang_dir / f"{split}.tsv").parent.mkdir(parents=True, exist_ok=True)
         (lang_dir / f"{split}.tsv").write_text("".join("\t".join(x) + "\n" for x in lines), encoding="utf-8")
         (lang_dir / "audio").mkdir(exist_ok=True)
@@ -103,8 +122,25 @@ optim: {warmup_steps: 2}
 
 def test_help_lists_stages_and_options(recipe, tmp_path):
     out = _run(recipe, "--help", hf_home=tmp_path / "hf").stdout
-    for word in ("download", "prepare", "shards", "tokenizer", "lm", "train", "average", "greedy", "beam", "score",
-                 "--lang", "--mirror", "--hf-endpoint", "--vocab-size", "--lm-order", "--ngpu", "--eval-splits"):
+    for word in (
+        "download",
+        "prepare",
+        "shards",
+        "tokenizer",
+        "lm",
+        "train",
+        "average",
+        "greedy",
+        "beam",
+        "score",
+        "--lang",
+        "--mirror",
+        "--hf-endpoint",
+        "--vocab-size",
+        "--lm-order",
+        "--ngpu",
+        "--eval-splits",
+    ):
         assert word in out, word
 
 
@@ -142,9 +178,22 @@ def test_recipe_download_to_score(recipe, hub, tmp_path):
     test_tar.write_bytes(good[:-100] + bytes(100))  # the bytes served differ from the listed sha256
     train_url = f"/{HUB}/data/en_us/audio/train.tar.gz"
     server.faults[train_url] = ["drop:30000"]
-    opts = ["--hf-endpoint", server.url, "--eval-splits", "test", "--vocab-size", "40", "--lm-order", "3",
-            "--config", "conf/tiny_cpu.yaml", "--average", "2",
-            "--beam-opts", "--workers 1 --alpha-grid 0.3,0.6 --beta-grid 0,1"]
+    opts = [
+        "--hf-endpoint",
+        server.url,
+        "--eval-splits",
+        "test",
+        "--vocab-size",
+        "40",
+        "--lm-order",
+        "3",
+        "--config",
+        "conf/tiny_cpu.yaml",
+        "--average",
+        "2",
+        "--beam-opts",
+        "--workers 1 --alpha-grid 0.3,0.6 --beta-grid 0,1",
+    ]
     hf = {"hf_home": tmp_path / "hf"}
 
     # 1. the hub's file does not have the sha256 the hub lists for it: a clear error
@@ -193,8 +242,7 @@ def test_several_languages_from_a_mirror(recipe, tmp_path, shared_data):
         build_fleurs(shared_data, www / "data" / lang, seconds=1.0)
     with RangeServer(www) as server:
         server.faults["/data/fr_fr/audio/train.tar.gz"] = ["drop:5000"]
-        _run(recipe, "--lang", "en_us fr_fr", "--mirror", server.url, "--stop-stage", "1",
-             hf_home=tmp_path / "hf")
+        _run(recipe, "--lang", "en_us fr_fr", "--mirror", server.url, "--stop-stage", "1", hf_home=tmp_path / "hf")
         assert [r[2] for r in server.requests("/data/fr_fr/audio/train.tar.gz")] == [None, "bytes=5000-"]
     multi = recipe / "data/multi_en_us+fr_fr"
     assert (multi / "train/languages.txt").read_text() == "en_us\nfr_fr\n"
@@ -205,6 +253,9 @@ def test_several_languages_from_a_mirror(recipe, tmp_path, shared_data):
     from astctc.config import load_config
     from astctc.train import TrainConfig
 
-    cfg = load_config(TrainConfig, recipe / "conf/ast_base_multilingual.yaml",
-                      [f"model.classifiers.lang.labels_file={multi / 'train/languages.txt'}"])
+    cfg = load_config(
+        TrainConfig,
+        recipe / "conf/ast_base_multilingual.yaml",
+        [f"model.classifiers.lang.labels_file={multi / 'train/languages.txt'}"],
+    )
     assert cfg.model.classifiers["lang"].resolve("lang").classes == ["en_us", "fr_fr"]

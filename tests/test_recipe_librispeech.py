@@ -1,5 +1,6 @@
 """The LibriSpeech recipe, download -> score on CPU, against OpenSLR-shaped archives served from
 127.0.0.1 and built from the genuine LibriSpeech clips in ../shared/data/librispeech_sample."""
+
 from __future__ import annotations
 
 import gzip
@@ -73,15 +74,27 @@ def openslr(tmp_path, shared_data):
     res12, res11 = www / "resources" / "12", www / "resources" / "11"
     chapters = {"test-clean": None, "train-clean-100": None, "dev-clean": "134686"}
     for subset, chapter in chapters.items():
-        members = {f"LibriSpeech/{subset}/{f.relative_to(sample).as_posix()}": f for f in files
-                   if chapter is None or f.parent.name == chapter}
+        members = {
+            f"LibriSpeech/{subset}/{f.relative_to(sample).as_posix()}": f
+            for f in files
+            if chapter is None or f.parent.name == chapter
+        }
         _tar_gz(res12 / f"{subset}.tar.gz", members)
-    texts = [line.split(" ", 1)[1] for f in files if f.suffix == ".txt"
-             for line in f.read_text().splitlines() if line.strip()]
+    texts = [
+        line.split(" ", 1)[1]
+        for f in files
+        if f.suffix == ".txt"
+        for line in f.read_text().splitlines()
+        if line.strip()
+    ]
     _arpa_gz(res11 / "4-gram.arpa.gz", texts)
     sums = tmp_path / "md5sum.txt"
-    sums.write_text("".join(f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.name}\n"
-                            for p in sorted([*res12.iterdir(), *res11.iterdir()])))
+    sums.write_text(
+        "".join(
+            f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.name}\n"
+            for p in sorted([*res12.iterdir(), *res11.iterdir()])
+        )
+    )
     with RangeServer(www) as server:
         yield {"server": server, "www": www, "sums": sums, "sample": sample}
 
@@ -110,9 +123,25 @@ optim: {warmup_steps: 2}
 
 def test_help_lists_stages_and_options(recipe):
     out = _run(recipe, "--help").stdout
-    for word in ("download", "prepare", "shards", "tokenizer", "lm", "train", "average", "greedy", "beam",
-                 "score", "--train-set", "--mirror", "--lm-mirror", "--vocab-size", "--ngpu", "--eval-sets",
-                 "--checksums"):
+    for word in (
+        "download",
+        "prepare",
+        "shards",
+        "tokenizer",
+        "lm",
+        "train",
+        "average",
+        "greedy",
+        "beam",
+        "score",
+        "--train-set",
+        "--mirror",
+        "--lm-mirror",
+        "--vocab-size",
+        "--ngpu",
+        "--eval-sets",
+        "--checksums",
+    ):
         assert word in out, word
     bad = _run(recipe, "--train-set", "50", check=False)
     assert bad.returncode != 0 and "--train-set must be 100, 460 or 960" in bad.stderr
@@ -125,10 +154,28 @@ def test_recipe_download_to_score(recipe, openslr):
     corrupt[len(corrupt) // 2] ^= 0xFF
     (www / "resources/12/dev-clean.tar.gz").write_bytes(bytes(corrupt))
     server.faults["/resources/12/test-clean.tar.gz"] = ["drop:20000"]
-    opts = ["--mirror", f"{server.url}/resources/12", "--lm-mirror", f"{server.url}/resources/11",
-            "--checksums", str(openslr["sums"]), "--eval-sets", "test-clean", "--valid-set", "dev-clean",
-            "--tune-set", "dev-clean", "--vocab-size", "40", "--config", "conf/tiny_cpu.yaml", "--average", "2",
-            "--beam-opts", "--workers 1 --alpha-grid 0.3,0.6 --beta-grid 0,1"]
+    opts = [
+        "--mirror",
+        f"{server.url}/resources/12",
+        "--lm-mirror",
+        f"{server.url}/resources/11",
+        "--checksums",
+        str(openslr["sums"]),
+        "--eval-sets",
+        "test-clean",
+        "--valid-set",
+        "dev-clean",
+        "--tune-set",
+        "dev-clean",
+        "--vocab-size",
+        "40",
+        "--config",
+        "conf/tiny_cpu.yaml",
+        "--average",
+        "2",
+        "--beam-opts",
+        "--workers 1 --alpha-grid 0.3,0.6 --beta-grid 0,1",
+    ]
 
     # 1. a corrupted archive fails the md5 check with a clear error; an interrupted one resumes
     failed = _run(recipe, *opts, "--stop-stage", "0", check=False)
@@ -139,7 +186,9 @@ def test_recipe_download_to_score(recipe, openslr):
 
     # 2. the mirror is fixed: only the bad archive is fetched again, then every stage runs
     (www / "resources/12/dev-clean.tar.gz").write_bytes(good_dev)
-    n_before = {p: len(server.requests(p)) for p in ("/resources/12/test-clean.tar.gz", "/resources/12/train-clean-100.tar.gz")}
+    n_before = {
+        p: len(server.requests(p)) for p in ("/resources/12/test-clean.tar.gz", "/resources/12/train-clean-100.tar.gz")
+    }
     first = _run(recipe, *opts)
     assert {p: len(server.requests(p)) for p in n_before} == n_before
     assert len(server.requests("/resources/12/dev-clean.tar.gz")) == 2
@@ -162,7 +211,9 @@ def test_recipe_download_to_score(recipe, openslr):
     # the LM is OpenSLR's, lower-cased; alpha/beta were tuned for this experiment only
     arpa = (recipe / "data/lm/4gram.arpa").read_text()
     assert "he hoped there" in arpa and "HE HOPED" not in arpa
-    assert list((recipe / "exp/tiny_cpu/lm").glob("*.tuned.json")) and not list((recipe / "data/lm").glob("*.tuned.json"))
+    assert list((recipe / "exp/tiny_cpu/lm").glob("*.tuned.json")) and not list(
+        (recipe / "data/lm").glob("*.tuned.json")
+    )
     assert (recipe / "exp/tiny_cpu/decode_dev-clean_beam/wer.txt").exists()  # the tuning set
     results = (recipe / "exp/tiny_cpu/results.md").read_text()
     assert "| test-clean |" in results and "dev-clean |" not in results and results in first.stdout

@@ -20,9 +20,19 @@ def test_help_and_bad_option(recipe):
 
 
 def test_stages_end_to_end_and_rerun_skips(recipe):
-    opts = ["--num-train", "24", "--num-dev", "6", "--num-test", "6", "--exp", "exp/toy",
-            "--train-opts", "max_steps=6 checkpoint_every=3 model.encoder.depth=1 model.encoder.embed_dim=32 "
-                            "model.encoder.num_heads=2 progress=false data.num_workers=0"]
+    opts = [
+        "--num-train",
+        "24",
+        "--num-dev",
+        "6",
+        "--num-test",
+        "6",
+        "--exp",
+        "exp/toy",
+        "--train-opts",
+        "max_steps=6 checkpoint_every=3 model.encoder.depth=1 model.encoder.embed_dim=32 "
+        "model.encoder.num_heads=2 progress=false data.num_workers=0",
+    ]
     first = run_recipe(recipe, *opts)
     report = first.stdout
     assert "test (greedy): %WER" in report and "%CER" in report

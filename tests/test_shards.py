@@ -1,4 +1,5 @@
 """Manifests and shards: round trip, exact rank/worker split, batching, damaged data."""
+
 from __future__ import annotations
 
 import io
@@ -84,8 +85,10 @@ def _collate_ids(samples):
 def test_manifest_defaults_paths_and_errors(tmp_path):
     m = tmp_path / "sub" / "m.jsonl"
     m.parent.mkdir()
-    m.write_text('{"id": "a", "audio": "x/a.wav", "duration": 1.5}\n\n'
-                 '{"id": "b", "audio": "/abs/b.wav", "duration": 2, "text": "hi", "extra": 1}\n')
+    m.write_text(
+        '{"id": "a", "audio": "x/a.wav", "duration": 1.5}\n\n'
+        '{"id": "b", "audio": "/abs/b.wav", "duration": 2, "text": "hi", "extra": 1}\n'
+    )
     a, b = read_manifest(m)
     assert a["audio"] == str(tmp_path / "sub" / "x" / "a.wav")
     assert (a["text"], a["speaker"], a["language"], a["labels"]) == ("", None, None, {})
@@ -95,11 +98,13 @@ def test_manifest_defaults_paths_and_errors(tmp_path):
     assert json.loads(out.read_text().splitlines()[0])["audio"] == "x/a.wav"  # relative again
     assert read_manifest(out) == [a, b]
     assert not [p for p in out.parent.iterdir() if "tmp" in p.name]
-    for bad, why in [('{"id": "c", "audio": "c.wav"', "invalid JSON"),
-                     ('{"id": "c", "duration": 1}', "audio"),
-                     ('{"id": "c", "audio": "c.wav", "duration": "long"}', "duration"),
-                     ('{"id": "a", "audio": "c.wav", "duration": 1}', "duplicate"),
-                     ('[1, 2]', "object")]:
+    for bad, why in [
+        ('{"id": "c", "audio": "c.wav"', "invalid JSON"),
+        ('{"id": "c", "duration": 1}', "audio"),
+        ('{"id": "c", "audio": "c.wav", "duration": "long"}', "duration"),
+        ('{"id": "a", "audio": "c.wav", "duration": 1}', "duplicate"),
+        ("[1, 2]", "object"),
+    ]:
         m.write_text('{"id": "a", "audio": "a.wav", "duration": 1}\n' + bad + "\n")
         with pytest.raises(ValueError, match=rf"m\.jsonl:2: .*{why}"):
             read_manifest(m)
@@ -199,11 +204,13 @@ def test_order_is_deterministic_per_seed_and_epoch(corpus):
     unshuffled = [s["id"] for s in ShardDataset(corpus["root"] / "shards", shuffle=False)]
     everything = order(0, 0, world_size=1)
     assert sorted(everything) == sorted(unshuffled) and everything != unshuffled
+
     # the same through DataLoader workers
     def loader_order(epoch):
         ds = ShardDataset(corpus["root"] / "shards", seed=5, rank=1, world_size=2)
         ds.set_epoch(epoch)
         return [s["id"] for s in DataLoader(ds, batch_size=None, num_workers=2)]
+
     assert loader_order(2) == loader_order(2) != loader_order(3)
 
 
@@ -253,8 +260,9 @@ def test_corrupt_sample_and_truncated_tar_are_skipped(corpus, tmp_path, caplog):
 
 def _batched(shards, rank, world, budget, **kw):
     src = ShardDataset(shards, rank=rank, world_size=world, seed=1, shuffle_buffer=16)
-    return BatchedShardDataset(src, _collate_ids, max_batch_seconds=budget, bucket_buffer=12,
-                               num_buckets=3, seed=1, **kw)
+    return BatchedShardDataset(
+        src, _collate_ids, max_batch_seconds=budget, bucket_buffer=12, num_buckets=3, seed=1, **kw
+    )
 
 
 @pytest.mark.parametrize("which", ["shards", "one_shard"])

@@ -1,4 +1,5 @@
 """The synthetic corpus: valid manifests and audio, unseen test voices, unseen test sentences."""
+
 import json
 import shutil
 
@@ -9,8 +10,7 @@ from astctc.data import synth
 from astctc.data.synth import SentenceGenerator, split_voices, synthesize_corpus
 from astctc.text import normalize
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                                  reason="espeak-ng not installed")
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 SIZES = {"train": 8, "dev": 2, "test": 2}
 
 
@@ -18,8 +18,7 @@ SIZES = {"train": 8, "dev": 2, "test": 2}
 def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
     # jobs=2 with >= 8 utterances goes through the process pool, as real runs do
-    res = synthesize_corpus(out, SIZES["train"], SIZES["dev"], SIZES["test"], seed=0, jobs=2,
-                            progress=False)
+    res = synthesize_corpus(out, SIZES["train"], SIZES["dev"], SIZES["test"], seed=0, jobs=2, progress=False)
     return out, res
 
 
@@ -60,12 +59,10 @@ def test_test_voices_unseen_in_train(corpus):
 def test_rerun_skips_done_splits_and_redoes_changed_ones(corpus, tmp_path):
     out, _ = corpus
     before = (out / "test" / "manifest.jsonl").stat().st_mtime_ns
-    res = synthesize_corpus(out, SIZES["train"], SIZES["dev"], SIZES["test"], seed=0, jobs=1,
-                            progress=False)
+    res = synthesize_corpus(out, SIZES["train"], SIZES["dev"], SIZES["test"], seed=0, jobs=1, progress=False)
     assert all(r["skipped"] for r in res.values())
     assert (out / "test" / "manifest.jsonl").stat().st_mtime_ns == before
-    assert synth.main(["--out", str(out), "--num-train", "8", "--num-dev", "2",
-                       "--num-test", "2"]) == 0
+    assert synth.main(["--out", str(out), "--num-train", "8", "--num-dev", "2", "--num-test", "2"]) == 0
 
     small = tmp_path / "c"
     synthesize_corpus(small, 3, 1, 1, jobs=1, progress=False)

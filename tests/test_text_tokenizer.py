@@ -26,7 +26,9 @@ def test_char_tokenizer_round_trip(tmp_path):
 
 @pytest.mark.parametrize("kind", ["unigram", "bpe"])
 def test_sentencepiece_tokenizer(tmp_path, kind):
-    texts = [f"the {w} sat on the mat near {v}" for w in ["cat", "dog", "bird", "fish"] for v in ["home", "work", "school"]] * 5
+    texts = [
+        f"the {w} sat on the mat near {v}" for w in ["cat", "dog", "bird", "fish"] for v in ["home", "work", "school"]
+    ] * 5
     tok = SentencePieceTokenizer.train(texts, vocab_size=40, model_type=kind)
     ids = tok.encode("the cat sat on the mat")
     assert min(ids) >= 1 and tok.blank == 0

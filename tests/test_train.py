@@ -1,4 +1,5 @@
 """Training: exact resume after a real kill, weight averaging, decoding, transcription."""
+
 import json
 import os
 import signal
@@ -39,8 +40,9 @@ def test_resume_after_kill_matches_straight_run(tiny_corpus, tmp_path):
     subprocess.run(_train_cmd(tiny_corpus, straight), check=True, env=env, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(tiny_corpus, killed), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(tiny_corpus, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while not checkpoints(killed) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
@@ -67,8 +69,12 @@ def test_loader_worker_running_ahead_changes_nothing(tiny_corpus, tmp_path):
     validation, trains to the same parameters as loading in the training process."""
     runs = {}
     for workers in (0, 1):
-        sets = tiny_train_config(tiny_corpus, tmp_path / f"w{workers}", max_steps=16, **{
-            "data.max_batch_seconds": 6, "data.num_workers": workers, "data.prefetch": 32})
+        sets = tiny_train_config(
+            tiny_corpus,
+            tmp_path / f"w{workers}",
+            max_steps=16,
+            **{"data.max_batch_seconds": 6, "data.num_workers": workers, "data.prefetch": 32},
+        )
         trainer = Trainer(load_config(TrainConfig, None, sets))
         trainer.run()
         assert trainer.epoch >= 2  # epoch ends crossed

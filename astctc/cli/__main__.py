@@ -1,4 +1,5 @@
 """`python -m astctc.cli <command>` (as torchrun -m astctc.cli runs it)."""
+
 import sys
 
 from . import main

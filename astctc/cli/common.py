@@ -1,4 +1,5 @@
 """Argument types, the help formatter and the options shared by several commands."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,15 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         d = action.default
-        if ("%(default)" in text or "default" in text or d is None or d is False or d is argparse.SUPPRESS
-                or not action.option_strings or d == []):
+        if (
+            "%(default)" in text
+            or "default" in text
+            or d is None
+            or d is False
+            or d is argparse.SUPPRESS
+            or not action.option_strings
+            or d == []
+        ):
             return text
         if isinstance(d, (list, tuple)):
             d = " ".join(str(x) for x in d) if action.nargs else ",".join(str(x) for x in d)
@@ -58,10 +66,18 @@ def beam_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--alpha", type=float, default=None, help="LM weight (default: tuned value beside the LM, else 0.5)")
     s.add_argument("--beta", type=float, default=None, help="word bonus (default: tuned value, else 1.5)")
     s.add_argument("--beam-width", type=int, default=BEAM_WIDTH, help="hypotheses kept per frame")
-    s.add_argument("--beam-prune-logp", type=float, default=BEAM_PRUNE_LOGP,
-                   help="drop beams this far (log probability) below the best one")
-    s.add_argument("--token-min-logp", type=float, default=TOKEN_MIN_LOGP,
-                   help="tokens less likely than this in a frame are not expanded")
+    s.add_argument(
+        "--beam-prune-logp",
+        type=float,
+        default=BEAM_PRUNE_LOGP,
+        help="drop beams this far (log probability) below the best one",
+    )
+    s.add_argument(
+        "--token-min-logp",
+        type=float,
+        default=TOKEN_MIN_LOGP,
+        help="tokens less likely than this in a frame are not expanded",
+    )
     s.add_argument("--prune-history", action="store_true", help="merge beams with equal LM context (faster)")
     s.add_argument("--hotwords", nargs="+", default=None, help="words to favour (may be outside the LM)")
     s.add_argument("--hotword-weight", type=float, default=HOTWORD_WEIGHT, help="score bonus of a hotword")
@@ -71,6 +87,13 @@ def beam_options(s: argparse.ArgumentParser) -> None:
 def beam_config(a: argparse.Namespace):
     from ..decode import BeamConfig
 
-    return BeamConfig(beam_width=a.beam_width, alpha=a.alpha, beta=a.beta, beam_prune_logp=a.beam_prune_logp,
-                      token_min_logp=a.token_min_logp, prune_history=a.prune_history,
-                      hotwords=a.hotwords or [], hotword_weight=a.hotword_weight)
+    return BeamConfig(
+        beam_width=a.beam_width,
+        alpha=a.alpha,
+        beta=a.beta,
+        beam_prune_logp=a.beam_prune_logp,
+        token_min_logp=a.token_min_logp,
+        prune_history=a.prune_history,
+        hotwords=a.hotwords or [],
+        hotword_weight=a.hotword_weight,
+    )

@@ -1,4 +1,5 @@
 """Data commands: synth, download, prepare, manifest, shards, combine, tokenizer, labels."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,9 @@ SPLITS = ["train", "dev", "test"]
 def cmd_synth(a: argparse.Namespace) -> None:
     from ..data.synth import synthesize_corpus
 
-    info = synthesize_corpus(a.out, a.num_train, a.num_dev, a.num_test, seed=a.seed, jobs=a.jobs,
-                             transcript=a.transcript)
+    info = synthesize_corpus(
+        a.out, a.num_train, a.num_dev, a.num_test, seed=a.seed, jobs=a.jobs, transcript=a.transcript
+    )
     print(json.dumps(info, indent=2, default=str))
 
 
@@ -26,14 +28,20 @@ def cmd_download(a: argparse.Namespace) -> None:
         from ..corpora import librispeech as ls
 
         subsets = list(dict.fromkeys(a.subsets))
-        info = ls.download(subsets, a.out, a.mirror, a.lm_files, a.lm_mirror, a.checksums, a.keep_archives,
-                           a.workers)
+        info = ls.download(subsets, a.out, a.mirror, a.lm_files, a.lm_mirror, a.checksums, a.keep_archives, a.workers)
         print(json.dumps(info, indent=1))
     elif a.corpus == "fleurs":
         from ..corpora import fleurs
 
-        info = fleurs.download(a.lang, a.out, a.splits, mirror=a.mirror, endpoint=a.hf_endpoint,
-                               revision=a.revision, keep_archives=a.keep_archives)
+        info = fleurs.download(
+            a.lang,
+            a.out,
+            a.splits,
+            mirror=a.mirror,
+            endpoint=a.hf_endpoint,
+            revision=a.revision,
+            keep_archives=a.keep_archives,
+        )
         print(json.dumps(info, indent=1))
     elif a.corpus == "speechcommands":
         from ..corpora import speechcommands as sc
@@ -108,8 +116,10 @@ def cmd_shards(a: argparse.Namespace) -> None:
     from ..data.shards import write_shards
 
     info = write_shards(a.manifest, a.out, max_shard_mb=a.max_shard_mb, max_shard_count=a.max_shard_count)
-    print(f"{a.out}: {info['count']} utterances, {info['seconds'] / 3600:.2f} h, "
-          f"{len(info['shards'])} shards, {info['skipped']} skipped")
+    print(
+        f"{a.out}: {info['count']} utterances, {info['seconds'] / 3600:.2f} h, "
+        f"{len(info['shards'])} shards, {info['skipped']} skipped"
+    )
 
 
 def cmd_combine(a: argparse.Namespace) -> None:
@@ -150,25 +160,32 @@ def _download(sub) -> None:
     c.add_argument("--out", required=True, help="directory for archives, LibriSpeech/ and lm/")
     c.add_argument("--subsets", nargs="+", required=True, help="e.g. train-clean-100 dev-clean test-clean")
     c.add_argument("--lm-files", nargs="*", default=[], help="OpenSLR 11 files, e.g. 4-gram.arpa.gz")
-    c.add_argument("--mirror", default="https://www.openslr.org/resources/12",
-                   help="base URL or directory holding the <subset>.tar.gz files")
-    c.add_argument("--lm-mirror", default="https://www.openslr.org/resources/11",
-                   help="base URL or directory holding the LM files")
+    c.add_argument(
+        "--mirror",
+        default="https://www.openslr.org/resources/12",
+        help="base URL or directory holding the <subset>.tar.gz files",
+    )
+    c.add_argument(
+        "--lm-mirror", default="https://www.openslr.org/resources/11", help="base URL or directory holding the LM files"
+    )
     c.add_argument("--checksums", default=None, help="md5sum-format file overriding the published md5 sums")
     c.add_argument("--keep-archives", type=yes_no, default=True, help="keep .tar.gz after unpacking (true|false)")
     c.add_argument("--workers", type=int, default=4, help="parallel downloads (each host gets at most 3)")
-    c = add_parser(corpora, "fleurs", "google/fleurs audio archives and TSVs from the Hugging Face hub",
-                   cmd_download)
+    c = add_parser(corpora, "fleurs", "google/fleurs audio archives and TSVs from the Hugging Face hub", cmd_download)
     c.add_argument("--out", required=True, help="directory; files land in data/<lang>/ as in the hub repo")
     c.add_argument("--lang", nargs="+", required=True, help="FLEURS language code(s), e.g. en_us fr_fr")
     c.add_argument("--splits", nargs="+", default=SPLITS, choices=SPLITS, help="splits to fetch")
-    c.add_argument("--mirror", default=None,
-                   help="base URL or directory with the hub repo's layout (data/<lang>/...) instead of the hub")
+    c.add_argument(
+        "--mirror",
+        default=None,
+        help="base URL or directory with the hub repo's layout (data/<lang>/...) instead of the hub",
+    )
     c.add_argument("--hf-endpoint", default=None, help="Hugging Face hub endpoint (default: HF_ENDPOINT or the hub)")
     c.add_argument("--revision", default="main", help="dataset repo revision (branch, tag or commit)")
     c.add_argument("--keep-archives", type=yes_no, default=True, help="keep .tar.gz after unpacking (true|false)")
-    c = add_parser(corpora, "speechcommands", "Speech Commands v0.02: the training and 12-class test archives",
-                   cmd_download)
+    c = add_parser(
+        corpora, "speechcommands", "Speech Commands v0.02: the training and 12-class test archives", cmd_download
+    )
     c.add_argument("--out", required=True, help="directory for the archives and their unpacked trees")
     c.add_argument("--url", default=None, help="training archive (default: the public one)")
     c.add_argument("--test-url", default=None, help="12-class test archive (default: the public one; '' skips)")
@@ -189,25 +206,42 @@ def _prepare(sub) -> None:
     c.add_argument("--lang", nargs="+", required=True, help="one or more (one multilingual manifest)")
     c.add_argument("--split", required=True, choices=SPLITS, help="the split to prepare")
     c.add_argument("--out", required=True, help="manifest.jsonl to write")
-    c = add_parser(corpora, "speechcommands", "folder-per-class tree -> {train,dev,test}/manifest.jsonl "
-                   "+ labels/command.txt (12 or 35 classes)", cmd_prepare)
+    c = add_parser(
+        corpora,
+        "speechcommands",
+        "folder-per-class tree -> {train,dev,test}/manifest.jsonl + labels/command.txt (12 or 35 classes)",
+        cmd_prepare,
+    )
     c.add_argument("--src", required=True, help="unpacked training archive, or any folder-per-class tree")
     c.add_argument("--test-src", default=None, help="unpacked 12-class test archive (replaces test)")
     c.add_argument("--out", required=True, help="directory for {train,dev,test}/ and labels/")
     c.add_argument("--classes", type=int, choices=[12, 35], default=12, help="the 12-class task or all 35 words")
     c.add_argument("--dev-percent", type=float, default=10.0, help="speaker-hash split (no lists)")
     c.add_argument("--test-percent", type=float, default=10.0, help="speaker-hash split (no lists)")
-    c = add_parser(corpora, "esc50", "meta/esc50.csv -> fold{1..5}/manifest.jsonl + labels/category.txt "
-                   "(cross-validation sets: `astctc combine` over the other folds' shards)", cmd_prepare)
+    c = add_parser(
+        corpora,
+        "esc50",
+        "meta/esc50.csv -> fold{1..5}/manifest.jsonl + labels/category.txt "
+        "(cross-validation sets: `astctc combine` over the other folds' shards)",
+        cmd_prepare,
+    )
     c.add_argument("--src", required=True, help="the unpacked archive (ESC-50-master/ or its parent)")
     c.add_argument("--out", required=True, help="directory for fold{1..5}/ and labels/")
-    c = add_parser(corpora, "fsdd", "Free Spoken Digit Dataset: recordings -> {train,dev,test}/manifest.jsonl "
-                   "+ labels/digit.txt (--src), or the ten words in espeak-ng voices (--synth)", cmd_prepare)
+    c = add_parser(
+        corpora,
+        "fsdd",
+        "Free Spoken Digit Dataset: recordings -> {train,dev,test}/manifest.jsonl "
+        "+ labels/digit.txt (--src), or the ten words in espeak-ng voices (--synth)",
+        cmd_prepare,
+    )
     what = c.add_mutually_exclusive_group(required=True)
     what.add_argument("--src", help="the recordings/ directory ({digit}_{speaker}_{take}.wav)")
-    what.add_argument("--synth", type=int, metavar="VOICES",
-                      help="instead: the ten words in this many espeak-ng voices, band-limited like FSDD, "
-                      "-> OUT/manifest.jsonl")
+    what.add_argument(
+        "--synth",
+        type=int,
+        metavar="VOICES",
+        help="instead: the ten words in this many espeak-ng voices, band-limited like FSDD, -> OUT/manifest.jsonl",
+    )
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--test-speakers", default=None, help="with --src: comma-separated speakers held out for test")
     c.add_argument("--dev-takes", type=int, default=3, help="takes 0..N-1 of training speakers -> dev")
@@ -224,8 +258,12 @@ def register(sub) -> None:
     s.add_argument("--num-test", type=int, default=200, help="test utterances (voices unseen in train/dev)")
     s.add_argument("--seed", type=int, default=0, help="sentence and voice draws")
     s.add_argument("--jobs", type=int, default=None, help="espeak-ng processes (default: all cores)")
-    s.add_argument("--transcript", choices=TRANSCRIPTS, default="words",
-                   help="row text: the sentence, or its IPA as the row's voice says it")
+    s.add_argument(
+        "--transcript",
+        choices=TRANSCRIPTS,
+        default="words",
+        help="row text: the sentence, or its IPA as the row's voice says it",
+    )
 
     _download(sub)
     _prepare(sub)

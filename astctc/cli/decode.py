@@ -1,4 +1,5 @@
 """Decoding commands: decode, lm, score."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,10 +14,18 @@ def cmd_decode(a: argparse.Namespace) -> None:
         raise ValueError("--lm and --tune need --method beam")
     beam = {}
     if a.method == "beam":
-        beam = dict(method="beam", lm=a.lm, beam=beam_config(a), tune_weights=a.tune,
-                    alpha_grid=a.alpha_grid, beta_grid=a.beta_grid, num_workers=a.workers)
-    report = decode_set(a.model, a.data, a.out, DecodeOptions(device=a.device, batch_seconds=a.batch_seconds,
-                                                              plots=a.plots, **beam))
+        beam = dict(
+            method="beam",
+            lm=a.lm,
+            beam=beam_config(a),
+            tune_weights=a.tune,
+            alpha_grid=a.alpha_grid,
+            beta_grid=a.beta_grid,
+            num_workers=a.workers,
+        )
+    report = decode_set(
+        a.model, a.data, a.out, DecodeOptions(device=a.device, batch_seconds=a.batch_seconds, plots=a.plots, **beam)
+    )
     print(report.summary())
 
 
@@ -28,8 +37,13 @@ def cmd_lm(a: argparse.Namespace) -> None:
     if a.arpa:
         files = import_arpa(a.arpa, a.out, a.binary_type)
     else:
-        cfg = LMConfig(order=a.order, prune=a.prune or [], discount_fallback=a.discount_fallback,
-                       memory=a.memory, binary_type=a.binary_type)
+        cfg = LMConfig(
+            order=a.order,
+            prune=a.prune or [],
+            discount_fallback=a.discount_fallback,
+            memory=a.memory,
+            binary_type=a.binary_type,
+        )
         files = train_lm(a.text, a.out, cfg)
     print(f"{files.model}: KenLM binary ({files.arpa}, words in {files.unigrams})")
 
@@ -50,8 +64,11 @@ def register(sub) -> None:
     s.add_argument("--plots", type=int, default=2, help="spectrogram+posterior plots to draw")
     s.add_argument("--method", choices=["greedy", "beam"], default="greedy", help="best path or beam search")
     beam_options(s)
-    s.add_argument("--tune", action="store_true",
-                   help="grid-search --alpha-grid x --beta-grid on this set and record the best pair beside the LM")
+    s.add_argument(
+        "--tune",
+        action="store_true",
+        help="grid-search --alpha-grid x --beta-grid on this set and record the best pair beside the LM",
+    )
     s.add_argument("--alpha-grid", type=floats, default=ALPHA_GRID, metavar="A,B,...", help="LM weights to try")
     s.add_argument("--beta-grid", type=floats, default=BETA_GRID, metavar="A,B,...", help="word bonuses to try")
 
@@ -60,13 +77,23 @@ def register(sub) -> None:
     s.add_argument("--arpa", help="an existing ARPA LM (.arpa or .arpa.gz), lower-cased on import")
     s.add_argument("--out", default="data/lm", help="directory for {N}gram.arpa, .bin, .unigrams.txt")
     s.add_argument("--order", type=int, default=4, help="n-gram order")
-    s.add_argument("--prune", type=int, nargs="+", metavar="N",
-                   help="lmplz count thresholds per order, e.g. 0 0 1 drops singleton 3-grams and up")
-    s.add_argument("--discount-fallback", action="store_true",
-                   help="lmplz --discount_fallback, for tiny or artificial corpora")
+    s.add_argument(
+        "--prune",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="lmplz count thresholds per order, e.g. 0 0 1 drops singleton 3-grams and up",
+    )
+    s.add_argument(
+        "--discount-fallback", action="store_true", help="lmplz --discount_fallback, for tiny or artificial corpora"
+    )
     s.add_argument("--memory", default="10%", help="lmplz sorting memory (-S), e.g. 10%% or 2G")
-    s.add_argument("--binary-type", choices=["probing", "trie"], default="probing",
-                   help="build_binary data structure (trie: smaller, slower)")
+    s.add_argument(
+        "--binary-type",
+        choices=["probing", "trie"],
+        default="probing",
+        help="build_binary data structure (trie: smaller, slower)",
+    )
 
     s = add_parser(sub, "score", "WER/CER of hypotheses against references", cmd_score)
     s.add_argument("--ref", required=True, help="trn, Kaldi text or manifest.jsonl")

@@ -1,4 +1,5 @@
 """Inference commands: transcribe, classify, evaluate."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,9 @@ def cmd_transcribe(a: argparse.Namespace) -> None:
 
     search = None
     if a.lm is not None:
-        search = BeamSearch(asr.tokenizer, a.lm, beam_config(a), asr.frame_seconds,
-                            num_workers=a.workers or os.cpu_count() or 1)
+        search = BeamSearch(
+            asr.tokenizer, a.lm, beam_config(a), asr.frame_seconds, num_workers=a.workers or os.cpu_count() or 1
+        )
     try:
         hyps = transcribe_words(asr, a.files, search)
     finally:
@@ -52,8 +54,9 @@ def register(sub) -> None:
     s.add_argument("files", nargs="+", help="audio files")
     s.add_argument("--model", required=True, help="model directory")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    s.add_argument("--format", choices=["text", "json", "srt"], default="text",
-                   help="json and srt carry word start/end times")
+    s.add_argument(
+        "--format", choices=["text", "json", "srt"], default="text", help="json and srt carry word start/end times"
+    )
     beam_options(s)
 
     s = add_parser(sub, "classify", "print the top classes of audio files (a classification head)", cmd_classify)

@@ -1,4 +1,5 @@
 """Training commands: train, init-check, average."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,7 @@ def register(sub) -> None:
     s.add_argument("--config", default=None, help="YAML config (defaults otherwise)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
 
-    s = add_parser(sub, "init-check", "show what `train` would load, adapt and leave new from init:",
-                   cmd_init_check)
+    s = add_parser(sub, "init-check", "show what `train` would load, adapt and leave new from init:", cmd_init_check)
     s.add_argument("--init", default=None, help="hf://<repo id> or a directory (default: init: of the config)")
     s.add_argument("--config", default=None, help="training YAML config (defaults otherwise)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")

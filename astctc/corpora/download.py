@@ -15,6 +15,7 @@ inspection) and raises `ChecksumError`; the next run starts that file afresh.
 Sources are URLs (http, https, file) or local paths (a mirror on a mounted disk); proxies come
 from the usual `http_proxy` / `https_proxy` variables (urllib reads them).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -203,8 +204,17 @@ def _copy_local(src: str, part: Path, progress: bool) -> None:
 
 def _bar(part: Path, total: int | None, initial: int, progress: bool) -> tqdm:
     name = part.name[: -len(".part")] if part.name.endswith(".part") else part.name
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
-                disable=progress_disabled(progress), leave=False, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=name,
+        disable=progress_disabled(progress),
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -239,8 +249,8 @@ def _fetch_http(url: str, part: Path, retries: int, backoff: float, timeout: flo
         have = part.stat().st_size if part.exists() else 0
         if failures > retries:
             raise DownloadError(
-                f"{url}: giving up after {failures} attempts ({why}); {have} bytes kept in {part}, "
-                "run again to resume")
+                f"{url}: giving up after {failures} attempts ({why}); {have} bytes kept in {part}, run again to resume"
+            )
         delay = min(backoff * 2 ** (failures - 1), 300.0)
         log.warning("%s: %s; retry %d of %d in %.1f s, resuming at byte %d", url, why, failures, retries, delay, have)
         time.sleep(delay)
@@ -260,8 +270,9 @@ def _http_attempt(url: str, part: Path, timeout: float, progress: bool) -> bool:
                 _, total = _content_range(e.headers.get("Content-Range"))
                 if total == have:
                     return True
-                log.warning("%s: %s (%d bytes) does not fit the remote file (%s bytes); starting over",
-                            url, part, have, total)
+                log.warning(
+                    "%s: %s (%d bytes) does not fit the remote file (%s bytes); starting over", url, part, have, total
+                )
                 part.unlink()
                 return False
             raise
@@ -344,8 +355,13 @@ def extract(archive: str | os.PathLike, target: str | os.PathLike, progress: boo
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as z:
-                for info in tqdm(z.infolist(), desc=f"extract {archive.name}", unit="file",
-                                 disable=progress_disabled(progress), leave=False):
+                for info in tqdm(
+                    z.infolist(),
+                    desc=f"extract {archive.name}",
+                    unit="file",
+                    disable=progress_disabled(progress),
+                    leave=False,
+                ):
                     why = _unsafe_zip_member(info, root)
                     if why:
                         raise DownloadError(f"{archive}: refusing member {info.filename!r} ({why})")
@@ -354,8 +370,9 @@ def extract(archive: str | os.PathLike, target: str | os.PathLike, progress: boo
         else:
             # stream mode: members are extracted as they are read, one pass over the bytes
             with tarfile.open(archive, "r|*") as t:
-                for member in tqdm(t, desc=f"extract {archive.name}", unit="file",
-                                   disable=progress_disabled(progress), leave=False):
+                for member in tqdm(
+                    t, desc=f"extract {archive.name}", unit="file", disable=progress_disabled(progress), leave=False
+                ):
                     t.extract(member, root, filter="data")
                     n += 1
     except tarfile.FilterError as e:

@@ -11,6 +11,7 @@ so no clip is stored twice:
     data/fold{1..5}/manifest.jsonl       data/labels/category.txt (class id order)
     data/cv{k}/train/index.json  ->  ../../fold{j}/shards/*.tar  (j != k); test = fold k
 """
+
 from __future__ import annotations
 
 import csv
@@ -45,15 +46,26 @@ def esc50_rows(root: str | Path) -> tuple[list[dict], list[str]]:
         for lineno, rec in enumerate(reader, 2):
             target, fold = int(rec["target"]), int(rec["fold"])
             if names.setdefault(target, rec["category"]) != rec["category"]:
-                raise ValueError(f"{root}/meta/esc50.csv:{lineno}: target {target} is both "
-                                 f"{names[target]!r} and {rec['category']!r}")
+                raise ValueError(
+                    f"{root}/meta/esc50.csv:{lineno}: target {target} is both {names[target]!r} and {rec['category']!r}"
+                )
             if not 1 <= fold <= FOLDS:
                 raise ValueError(f"{root}/meta/esc50.csv:{lineno}: fold {fold} outside 1..{FOLDS}")
             audio = root / "audio" / rec["filename"]
-            rows.append({"id": f"esc50-{Path(rec['filename']).stem}", "audio": str(audio.resolve()),
-                         "duration": round(audio_duration(audio), 4), "text": "", "speaker": None, "language": None,
-                         "labels": {HEAD: rec["category"]}, "fold": fold,
-                         "esc10": rec.get("esc10") == "True", "src_file": rec.get("src_file")})
+            rows.append(
+                {
+                    "id": f"esc50-{Path(rec['filename']).stem}",
+                    "audio": str(audio.resolve()),
+                    "duration": round(audio_duration(audio), 4),
+                    "text": "",
+                    "speaker": None,
+                    "language": None,
+                    "labels": {HEAD: rec["category"]},
+                    "fold": fold,
+                    "esc10": rec.get("esc10") == "True",
+                    "src_file": rec.get("src_file"),
+                }
+            )
     if sorted(names) != list(range(len(names))):
         raise ValueError(f"{root}/meta/esc50.csv: class ids are not 0..{len(names) - 1}")
     return rows, [names[i] for i in range(len(names))]

@@ -16,6 +16,7 @@ on this column; the raw transcription is kept beside it as `raw_text` for refere
 `astctc.text.normalize` is applied on top at training and scoring time (it leaves an already
 normalised line as it is, apart from stray punctuation in a few languages).
 """
+
 from __future__ import annotations
 
 import logging
@@ -86,24 +87,29 @@ def _hub_fetch(paths: list[str], out: Path, langs: list[str], endpoint: str | No
         sha256 = {i.path: i.lfs.sha256 for i in infos if getattr(i, "lfs", None)}
         missing = sorted(set(paths) - {i.path for i in infos})
         if missing:
-            raise DownloadError(f"{REPO_ID} has no {', '.join(missing)} (revision {revision}); check the language "
-                                "code(s) against the dataset card")
+            raise DownloadError(
+                f"{REPO_ID} has no {', '.join(missing)} (revision {revision}); check the language "
+                "code(s) against the dataset card"
+            )
         for p in paths:
             hf_hub_download(REPO_ID, p, repo_type="dataset", revision=revision, local_dir=out, endpoint=endpoint)
             verify(out / p, sha256=sha256.get(p))
     except (OfflineModeIsEnabled, LocalEntryNotFoundError, *net_errors) as e:
         raise DownloadError(offline_help(out, langs, e)) from None
     except GatedRepoError as e:
-        raise DownloadError(f"{REPO_ID} needs a logged-in account that accepted its terms: run `hf auth login` "
-                            f"({type(e).__name__})") from None
+        raise DownloadError(
+            f"{REPO_ID} needs a logged-in account that accepted its terms: run `hf auth login` ({type(e).__name__})"
+        ) from None
     except (RepositoryNotFoundError, EntryNotFoundError) as e:
         raise DownloadError(f"{REPO_ID}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     except DownloadError:
         raise
     except Exception as e:  # e.g. the connection kept dropping after huggingface_hub's own retries
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise DownloadError(f"{REPO_ID}: download failed ({type(e).__name__}: {first}); run again to resume "
-                            "(huggingface_hub keeps the partial file)") from None
+        raise DownloadError(
+            f"{REPO_ID}: download failed ({type(e).__name__}: {first}); run again to resume "
+            "(huggingface_hub keeps the partial file)"
+        ) from None
 
 
 def download(
@@ -169,8 +175,10 @@ def read_tsv(path: str | Path) -> list[dict]:
                 continue
             fields = line.split("\t")
             if len(fields) != len(COLUMNS):
-                raise ValueError(f"{path}:{lineno}: expected {len(COLUMNS)} tab-separated columns "
-                                 f"({', '.join(COLUMNS)}), got {len(fields)}")
+                raise ValueError(
+                    f"{path}:{lineno}: expected {len(COLUMNS)} tab-separated columns "
+                    f"({', '.join(COLUMNS)}), got {len(fields)}"
+                )
             row = dict(zip(COLUMNS, fields))
             if not row["num_samples"].isdigit():
                 raise ValueError(f"{path}:{lineno}: column 6 (num_samples) is not a number: {row['num_samples']!r}")
@@ -207,18 +215,34 @@ def prepare(root: str | Path, langs: str | list[str], split: str, out_manifest: 
             duration = audio_duration(wav)
             if abs(duration * 16000 - int(rec["num_samples"])) > 1:
                 counts["length_mismatch"] += 1
-            rows.append({
-                "id": f"{lang}-{Path(rec['file_name']).stem}", "audio": str(wav.resolve()), "duration": duration,
-                "text": rec["transcription"], "speaker": None, "language": lang, "labels": {"lang": lang},
-                "raw_text": rec["raw_transcription"], "sentence_id": rec["sentence_id"],
-                "gender": rec["gender"], "num_samples": int(rec["num_samples"]),
-            })
+            rows.append(
+                {
+                    "id": f"{lang}-{Path(rec['file_name']).stem}",
+                    "audio": str(wav.resolve()),
+                    "duration": duration,
+                    "text": rec["transcription"],
+                    "speaker": None,
+                    "language": lang,
+                    "labels": {"lang": lang},
+                    "raw_text": rec["raw_transcription"],
+                    "sentence_id": rec["sentence_id"],
+                    "gender": rec["gender"],
+                    "num_samples": int(rec["num_samples"]),
+                }
+            )
             n += 1
         if n == 0:
             raise ValueError(f"{tsv}: no usable utterances (audio in {audio}?)")
     if counts["length_mismatch"]:
-        log.warning("%s: %d clips differ in length from the TSV's num_samples (durations come from the audio)",
-                    split, counts["length_mismatch"])
+        log.warning(
+            "%s: %d clips differ in length from the TSV's num_samples (durations come from the audio)",
+            split,
+            counts["length_mismatch"],
+        )
     write_manifest(rows, out_manifest)
-    return {"manifest": str(out_manifest), "utterances": len(rows),
-            "hours": round(sum(r["duration"] for r in rows) / 3600, 3), **counts}
+    return {
+        "manifest": str(out_manifest),
+        "utterances": len(rows),
+        "hours": round(sum(r["duration"] for r in rows) / 3600, 3),
+        **counts,
+    }

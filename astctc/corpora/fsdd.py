@@ -20,6 +20,7 @@ Synthetic voices (`synth_digits`): the ten words spoken by espeak-ng voices (acc
 variants, random rate and pitch), band-limited to FSDD's 4 kHz and trimmed the same way: many
 more "speakers" than five, which teaches the model what does not depend on the voice.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,11 +54,18 @@ def fsdd_rows(recordings: str | Path) -> list[dict]:
             log.warning("%s: not an FSDD file name ({digit}_{speaker}_{index}.wav); skipped", f)
             continue
         digit, speaker, take = int(m[1]), m[2], int(m[3])
-        rows.append({
-            "id": f"fsdd-{f.stem}", "audio": str(f.resolve()), "duration": round(audio_duration(f), 4),
-            "text": WORDS[digit], "speaker": speaker, "language": "en",
-            "labels": {HEAD: str(digit)}, "take": take,
-        })
+        rows.append(
+            {
+                "id": f"fsdd-{f.stem}",
+                "audio": str(f.resolve()),
+                "duration": round(audio_duration(f), 4),
+                "text": WORDS[digit],
+                "speaker": speaker,
+                "language": "en",
+                "labels": {HEAD: str(digit)},
+                "take": take,
+            }
+        )
     return rows
 
 
@@ -86,8 +94,9 @@ def _write_trimmed(rows: list[dict], audio_dir: Path, rel_db: float, sr: int = 8
         r["audio"], r["duration"] = str(path.resolve()), round(wav.numel() / sr, 4)
 
 
-def prepare_fsdd(recordings: str | Path, out_dir: str | Path, test_speakers: Sequence[str], dev_takes: int = 3,
-                 trim_db: float = 30.0) -> dict:
+def prepare_fsdd(
+    recordings: str | Path, out_dir: str | Path, test_speakers: Sequence[str], dev_takes: int = 3, trim_db: float = 30.0
+) -> dict:
     """Write out_dir/{train,dev,test}/manifest.jsonl and out_dir/labels/digit.txt; with
     trim_db > 0 the clips are silence-trimmed copies in out_dir/audio/ (module doc).
 
@@ -114,8 +123,9 @@ def prepare_fsdd(recordings: str | Path, out_dir: str | Path, test_speakers: Seq
     return {name: len(part) for name, part in sets.items()}
 
 
-def synth_digits(out_dir: str | Path, num_voices: int = 100, seed: int = 0, jobs: int | None = None,
-                 trim_db: float = 30.0) -> int:
+def synth_digits(
+    out_dir: str | Path, num_voices: int = 100, seed: int = 0, jobs: int | None = None, trim_db: float = 30.0
+) -> int:
     """The ten words in `num_voices` espeak-ng voices -> out_dir/manifest.jsonl + audio/.
 
     Voices are drawn from the mini recipe's voice list (accent x variant), each with its own
@@ -139,12 +149,32 @@ def synth_digits(out_dir: str | Path, num_voices: int = 100, seed: int = 0, jobs
         rate, pitch = rng.randint(120, 220), rng.randint(20, 80)
         for d, w in enumerate(WORDS):
             utt = f"synth-{d}_{re.sub(r'[^A-Za-z0-9-]', '-', v)}"
-            work.append({"exe": exe, "voice": v, "rate": rate, "pitch": pitch, "text": w, "id": utt,
-                         "path": str(tmp / f"{utt}.flac"), "digit": str(d)})
+            work.append(
+                {
+                    "exe": exe,
+                    "voice": v,
+                    "rate": rate,
+                    "pitch": pitch,
+                    "text": w,
+                    "id": utt,
+                    "path": str(tmp / f"{utt}.flac"),
+                    "digit": str(d),
+                }
+            )
     with mp.get_context("fork").Pool(jobs or None, initializer=S._init_worker) as pool:
         pool.map(S._synth_one, work, chunksize=16)
-    rows = [{"id": j["id"], "audio": j["path"], "duration": 0.0, "text": j["text"], "speaker": j["voice"],
-             "language": "en", "labels": {HEAD: j["digit"]}} for j in work]
+    rows = [
+        {
+            "id": j["id"],
+            "audio": j["path"],
+            "duration": 0.0,
+            "text": j["text"],
+            "speaker": j["voice"],
+            "language": "en",
+            "labels": {HEAD: j["digit"]},
+        }
+        for j in work
+    ]
     _write_trimmed(rows, out / "audio", trim_db if trim_db > 0 else 200.0)
     for j in work:
         Path(j["path"]).unlink(missing_ok=True)

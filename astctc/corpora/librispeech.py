@@ -14,6 +14,7 @@ of the corpus, not of one model's conventions. `astctc.text.normalize` lower-cas
 targets, language models and scoring need it, and leaves the apostrophes, so the model, the
 OpenSLR 11 4-gram (lower-cased on import) and the references all spell words alike.
 """
+
 from __future__ import annotations
 
 import logging
@@ -86,8 +87,10 @@ def download(
     todo = [s for s in subsets if not (extracted(f"{s}.tar.gz", out) and (out / "LibriSpeech" / s).is_dir())]
     for s in sorted(set(subsets) - set(todo)):
         log.info("%s: unpacked already in %s", s, out / "LibriSpeech" / s)
-    jobs = [{"source": join_source(mirror, f"{s}.tar.gz"), "dest": out / f"{s}.tar.gz", "md5": sums.get(f"{s}.tar.gz")}
-            for s in todo]
+    jobs = [
+        {"source": join_source(mirror, f"{s}.tar.gz"), "dest": out / f"{s}.tar.gz", "md5": sums.get(f"{s}.tar.gz")}
+        for s in todo
+    ]
     jobs += [{"source": join_source(lm_mirror, f), "dest": out / "lm" / f, "md5": sums.get(f)} for f in lm_files]
     fetch_many(jobs, workers=workers, progress=progress)
     for s in todo:
@@ -139,11 +142,19 @@ def subset_rows(root: str | Path, subset: str) -> tuple[list[dict], dict]:
                 log.warning("%s: no transcript for %s in %s; skipped", subset, flacs[utt], trans.name)
                 no_text += 1
                 continue
-            rows.append({
-                "id": utt, "audio": str(flacs[utt].resolve()), "duration": audio_duration(flacs[utt]),
-                "text": texts[utt], "speaker": spk, "language": "en", "labels": {},
-                "chapter": chapter, "subset": subset,
-            })
+            rows.append(
+                {
+                    "id": utt,
+                    "audio": str(flacs[utt].resolve()),
+                    "duration": audio_duration(flacs[utt]),
+                    "text": texts[utt],
+                    "speaker": spk,
+                    "language": "en",
+                    "labels": {},
+                    "chapter": chapter,
+                    "subset": subset,
+                }
+            )
         no_audio += sum(1 for u in texts if u not in flacs)
     if no_audio:
         log.warning("%s: %d transcript lines have no audio file (a partial copy of the corpus?)", subset, no_audio)

@@ -17,6 +17,7 @@ over a salted speaker id: the unsalted rule is what made the official split, so 
 of a tree cut from one official set (the test archive, the shared subset) would fall in the
 same bucket, and the split would leave train nearly empty.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,9 +36,36 @@ TRAIN_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 TEST_URL = "http://download.tensorflow.org/data/speech_commands_test_set_v0.02.tar.gz"
 WORDS12 = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 CLASSES12 = WORDS12 + ["_silence_", "_unknown_"]
-WORDS35 = sorted(WORDS12 + ["backward", "bed", "bird", "cat", "dog", "eight", "five", "follow", "forward",
-                            "four", "happy", "house", "learn", "marvin", "nine", "one", "seven", "sheila",
-                            "six", "three", "tree", "two", "visual", "wow", "zero"])
+WORDS35 = sorted(
+    WORDS12
+    + [
+        "backward",
+        "bed",
+        "bird",
+        "cat",
+        "dog",
+        "eight",
+        "five",
+        "follow",
+        "forward",
+        "four",
+        "happy",
+        "house",
+        "learn",
+        "marvin",
+        "nine",
+        "one",
+        "seven",
+        "sheila",
+        "six",
+        "three",
+        "tree",
+        "two",
+        "visual",
+        "wow",
+        "zero",
+    ]
+)
 HEAD = "command"
 AUDIO = (".wav", ".flac")
 _MAX_PER_CLASS = 2**27 - 1  # as in the dataset's README
@@ -63,8 +91,16 @@ def which_set(speaker: str, dev_percent: float, test_percent: float, salt: str =
 
 def _row(path: Path, root: Path, label: str, word: str) -> dict:
     rel = path.relative_to(root).with_suffix("").as_posix()
-    return {"id": f"sc-{rel}", "audio": str(path.resolve()), "duration": round(audio_duration(path), 4),
-            "text": "", "speaker": speaker_of(path), "language": "en", "labels": {HEAD: label}, "word": word}
+    return {
+        "id": f"sc-{rel}",
+        "audio": str(path.resolve()),
+        "duration": round(audio_duration(path), 4),
+        "text": "",
+        "speaker": speaker_of(path),
+        "language": "en",
+        "labels": {HEAD: label},
+        "word": word,
+    }
 
 
 def folder_rows(root: str | Path, classes: int = 12) -> list[dict]:
@@ -141,8 +177,12 @@ def prepare_speechcommands(
         if classes == 12 and (source / "_background_noise_").is_dir():
             for part, rs in sets.items():
                 per_word = max(1, sum(r["labels"][HEAD] in WORDS12 for r in rs) // len(WORDS12))
-                clips = silence_clips(source / "_background_noise_", out / "silence" / part, per_word,
-                                      seed=zlib.crc32(f"{seed}:{part}".encode()))
+                clips = silence_clips(
+                    source / "_background_noise_",
+                    out / "silence" / part,
+                    per_word,
+                    seed=zlib.crc32(f"{seed}:{part}".encode()),
+                )
                 rs += [_row(p, out / "silence", "_silence_", "_silence_") for p in clips]
     else:
         sets = {"train": [], "dev": [], "test": []}

@@ -1,6 +1,7 @@
 """One shard set made of several, by reference: an index.json whose shard names point into
 the other sets' directories (the reader joins each name to the index's directory), so a
 training set can be the union of corpora, or of cross-validation folds, without copies."""
+
 from __future__ import annotations
 
 import json

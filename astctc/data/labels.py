@@ -4,6 +4,7 @@ The hook for heads beside CTC whose label is already a manifest field, e.g. FLEU
 identification: `language: "en_us"` -> `labels: {"lang": "en_us"}`, and the sorted language
 list -> data/labels/lang.txt, which a head reads with `labels_file:`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

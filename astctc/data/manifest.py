@@ -7,6 +7,7 @@
 "", null, null and {}. Other fields are kept as they are. Relative `audio` paths are relative to
 the manifest's directory, so a data directory can be moved or copied as a whole.
 """
+
 from __future__ import annotations
 
 import json

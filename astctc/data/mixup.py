@@ -14,6 +14,7 @@ a joint batch mixes its classification-only items and leaves its transcribed one
 Randomness comes from (seed, epoch, the batch's ids), so a batch stays a pure function of the
 data position and a resumed run mixes exactly as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import random

@@ -8,6 +8,7 @@ The randomness of augmentation is drawn from (seed, epoch, utterance id) rather 
 global generator, so a batch is a pure function of the data position: that is what lets a killed
 run resume to exactly the parameters an uninterrupted run reaches.
 """
+
 from __future__ import annotations
 
 import logging
@@ -108,9 +109,7 @@ class Featurizer:
         """{head: target} for the heads this sample has a label for."""
         given = sample.get("labels") or {}
         return {
-            h: label_target(given[h], cfg, h, sample["id"])
-            for h, cfg in self.heads.items()
-            if given.get(h) is not None
+            h: label_target(given[h], cfg, h, sample["id"]) for h, cfg in self.heads.items() if given.get(h) is not None
         }
 
     def __call__(self, sample: dict) -> dict | None:

@@ -20,6 +20,7 @@ partition of the expanded stream: each copy is trained on exactly once. Copy n >
 `repeat: n`, which the Featurizer folds into its augmentation seed, so copies are augmented
 differently. Everything is a function of (seed, epoch, key): a resumed run replays it exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,7 +78,7 @@ def repeat_factors(counts: dict[str, int], power: float = 1.0) -> dict[str, floa
     counts = {c: n for c, n in counts.items() if n > 0}
     if not counts:
         return {}
-    w = {c: n ** -power for c, n in counts.items()}
+    w = {c: n**-power for c, n in counts.items()}
     scale = sum(counts.values()) / sum(counts[c] * w[c] for c in counts)
     return {c: w[c] * scale for c in counts}
 

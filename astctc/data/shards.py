@@ -11,6 +11,7 @@ basename, and a '/' would create directories. Ids are therefore percent-encoded 
 (`%` -> %25, `.` -> %2E, `/` -> %2F, ...; see `id_to_key`), so any id round-trips; the id
 itself is also stored in the json.
 """
+
 from __future__ import annotations
 
 import io
@@ -140,8 +141,7 @@ def write_shards(
             members = {"flac": flac, "json": json.dumps(meta, ensure_ascii=False).encode("utf-8")}
             size = sum(len(v) + 1024 for v in members.values())
             if writer is not None and (
-                writer.bytes + size > max_bytes
-                or (max_shard_count is not None and writer.count >= max_shard_count)
+                writer.bytes + size > max_bytes or (max_shard_count is not None and writer.count >= max_shard_count)
             ):
                 shards.append(writer.close())
                 writer = None

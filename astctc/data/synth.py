@@ -24,6 +24,7 @@ Annie), and the novelty voices, because they are too degraded to be fair test ma
 little as training data. Homophones (to/too/two, for/four, there/their, ...) are kept out of the
 vocabulary because a character CTC model cannot tell them apart from the audio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,50 +52,118 @@ busy tired clever tall heavy bright dark warm cold gentle noisy friendly
 empty""".split()
 
 # animate nouns can be subjects; all nouns can be objects or places
-ANIMATE = [("dog", "dogs"), ("cat", "cats"), ("bird", "birds"), ("horse", "horses"),
-           ("cow", "cows"), ("rabbit", "rabbits"), ("mouse", "mice"), ("fox", "foxes"),
-           ("duck", "ducks"), ("frog", "frogs"), ("child", "children"), ("man", "men"),
-           ("woman", "women"), ("farmer", "farmers"), ("teacher", "teachers"),
-           ("doctor", "doctors"), ("baker", "bakers"), ("sailor", "sailors"),
-           ("girl", "girls"), ("boy", "boys"), ("friend", "friends")]
-THINGS = [("box", "boxes"), ("ball", "balls"), ("book", "books"), ("chair", "chairs"),
-          ("table", "tables"), ("window", "windows"), ("door", "doors"), ("cup", "cups"),
-          ("apple", "apples"), ("letter", "letters"), ("basket", "baskets"), ("lamp", "lamps"),
-          ("egg", "eggs"), ("picture", "pictures"), ("shoe", "shoes"), ("coat", "coats"),
-          ("car", "cars"), ("boat", "boats")]
-PLACES = [("house", "houses"), ("garden", "gardens"), ("river", "rivers"), ("tree", "trees"),
-          ("bridge", "bridges"), ("hill", "hills"), ("village", "villages"),
-          ("kitchen", "kitchens"), ("market", "markets"), ("forest", "forests"),
-          ("road", "roads"), ("city", "cities"), ("island", "islands"), ("train", "trains")]
+ANIMATE = [
+    ("dog", "dogs"),
+    ("cat", "cats"),
+    ("bird", "birds"),
+    ("horse", "horses"),
+    ("cow", "cows"),
+    ("rabbit", "rabbits"),
+    ("mouse", "mice"),
+    ("fox", "foxes"),
+    ("duck", "ducks"),
+    ("frog", "frogs"),
+    ("child", "children"),
+    ("man", "men"),
+    ("woman", "women"),
+    ("farmer", "farmers"),
+    ("teacher", "teachers"),
+    ("doctor", "doctors"),
+    ("baker", "bakers"),
+    ("sailor", "sailors"),
+    ("girl", "girls"),
+    ("boy", "boys"),
+    ("friend", "friends"),
+]
+THINGS = [
+    ("box", "boxes"),
+    ("ball", "balls"),
+    ("book", "books"),
+    ("chair", "chairs"),
+    ("table", "tables"),
+    ("window", "windows"),
+    ("door", "doors"),
+    ("cup", "cups"),
+    ("apple", "apples"),
+    ("letter", "letters"),
+    ("basket", "baskets"),
+    ("lamp", "lamps"),
+    ("egg", "eggs"),
+    ("picture", "pictures"),
+    ("shoe", "shoes"),
+    ("coat", "coats"),
+    ("car", "cars"),
+    ("boat", "boats"),
+]
+PLACES = [
+    ("house", "houses"),
+    ("garden", "gardens"),
+    ("river", "rivers"),
+    ("tree", "trees"),
+    ("bridge", "bridges"),
+    ("hill", "hills"),
+    ("village", "villages"),
+    ("kitchen", "kitchens"),
+    ("market", "markets"),
+    ("forest", "forests"),
+    ("road", "roads"),
+    ("city", "cities"),
+    ("island", "islands"),
+    ("train", "trains"),
+]
 
 # (third person singular, base, past)
-TRANSITIVE = [("sees", "see", "saw"), ("finds", "find", "found"), ("takes", "take", "took"),
-              ("brings", "bring", "brought"), ("carries", "carry", "carried"),
-              ("watches", "watch", "watched"), ("likes", "like", "liked"),
-              ("wants", "want", "wanted"), ("pulls", "pull", "pulled"),
-              ("pushes", "push", "pushed"), ("follows", "follow", "followed"),
-              ("paints", "paint", "painted"), ("cleans", "clean", "cleaned"),
-              ("opens", "open", "opened"), ("holds", "hold", "held"),
-              ("catches", "catch", "caught"), ("drops", "drop", "dropped"),
-              ("keeps", "keep", "kept"), ("loves", "love", "loved"), ("helps", "help", "helped"),
-              ("visits", "visit", "visited"), ("builds", "build", "built"),
-              ("calls", "call", "called"), ("throws", "throw", "threw"),
-              ("makes", "make", "made")]
-INTRANSITIVE = [("sleeps", "sleep", "slept"), ("runs", "run", "ran"), ("sits", "sit", "sat"),
-                ("waits", "wait", "waited"), ("sings", "sing", "sang"),
-                ("jumps", "jump", "jumped"), ("walks", "walk", "walked"),
-                ("plays", "play", "played"), ("laughs", "laugh", "laughed"),
-                ("swims", "swim", "swam"), ("dances", "dance", "danced"),
-                ("works", "work", "worked")]
-COPULA = {("sg", "present"): "is", ("pl", "present"): "are",
-          ("sg", "past"): "was", ("pl", "past"): "were"}
+TRANSITIVE = [
+    ("sees", "see", "saw"),
+    ("finds", "find", "found"),
+    ("takes", "take", "took"),
+    ("brings", "bring", "brought"),
+    ("carries", "carry", "carried"),
+    ("watches", "watch", "watched"),
+    ("likes", "like", "liked"),
+    ("wants", "want", "wanted"),
+    ("pulls", "pull", "pulled"),
+    ("pushes", "push", "pushed"),
+    ("follows", "follow", "followed"),
+    ("paints", "paint", "painted"),
+    ("cleans", "clean", "cleaned"),
+    ("opens", "open", "opened"),
+    ("holds", "hold", "held"),
+    ("catches", "catch", "caught"),
+    ("drops", "drop", "dropped"),
+    ("keeps", "keep", "kept"),
+    ("loves", "love", "loved"),
+    ("helps", "help", "helped"),
+    ("visits", "visit", "visited"),
+    ("builds", "build", "built"),
+    ("calls", "call", "called"),
+    ("throws", "throw", "threw"),
+    ("makes", "make", "made"),
+]
+INTRANSITIVE = [
+    ("sleeps", "sleep", "slept"),
+    ("runs", "run", "ran"),
+    ("sits", "sit", "sat"),
+    ("waits", "wait", "waited"),
+    ("sings", "sing", "sang"),
+    ("jumps", "jump", "jumped"),
+    ("walks", "walk", "walked"),
+    ("plays", "play", "played"),
+    ("laughs", "laugh", "laughed"),
+    ("swims", "swim", "swam"),
+    ("dances", "dance", "danced"),
+    ("works", "work", "worked"),
+]
+COPULA = {("sg", "present"): "is", ("pl", "present"): "are", ("sg", "past"): "was", ("pl", "past"): "were"}
 
 DET_SG = "the a this that every my your his her our their".split()
 DET_PL = "the these those some many my your his her our their".split()
 NUMBERS = "two three four five six seven eight nine ten eleven twelve twenty".split()
 PREPOSITIONS = "near behind under over beside inside across along with on in from".split()
-ADVERBS = {"present": "today again slowly quickly quietly happily often".split(),
-           "past": "yesterday again slowly quickly quietly happily later".split()}
+ADVERBS = {
+    "present": "today again slowly quickly quietly happily often".split(),
+    "past": "yesterday again slowly quickly quietly happily later".split(),
+}
 CONJUNCTIONS = "and but while".split()
 
 
@@ -154,8 +223,7 @@ class SentenceGenerator:
         else:
             words = subject + [COPULA[number, tense], r.choice(ADJECTIVES)]
         if r.random() < 0.4:
-            words += [r.choice(PREPOSITIONS)] + self._np(r.choice((PLACES, THINGS)),
-                                                         self._number())
+            words += [r.choice(PREPOSITIONS)] + self._np(r.choice((PLACES, THINGS)), self._number())
         return words
 
     @staticmethod
@@ -191,17 +259,72 @@ class SentenceGenerator:
 # --- voices ---------------------------------------------------------------------------------
 
 # `en-gb` ignores "+variant" in espeak-ng 1.51, so British English is spelt `en`.
-ACCENTS = ["en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
-           "en-029", "en-us-nyc"]
+ACCENTS = ["en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
 # Many speakers generalise better to unseen ones than many utterances per speaker: every
 # intelligible variant that is not held out trains (whispered, robotic and novelty ones are out).
-TRAIN_VARIANTS = ["", "m1", "m2", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f5", "klatt",
-                  "klatt2", "klatt3", "klatt4", "klatt5", "klatt6", "Andy", "Lee", "Mike", "robert",
-                  "steph", "steph2", "steph3", "adam", "Alex", "Andrea", "antonio", "aunty",
-                  "benjamin", "boris", "caleb", "david", "Denis", "ed", "edward", "Gene", "gustave",
-                  "Henrique", "Hugo", "iven", "iven2", "Jacky", "john", "linda", "Marco", "max",
-                  "Michael", "miguel", "paul", "pedro", "quincy", "rob", "zac", "anika", "norbert",
-                  "shelby", "travis", "victor", "grandma", "grandpa"]
+TRAIN_VARIANTS = [
+    "",
+    "m1",
+    "m2",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "f1",
+    "f2",
+    "f3",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "klatt4",
+    "klatt5",
+    "klatt6",
+    "Andy",
+    "Lee",
+    "Mike",
+    "robert",
+    "steph",
+    "steph2",
+    "steph3",
+    "adam",
+    "Alex",
+    "Andrea",
+    "antonio",
+    "aunty",
+    "benjamin",
+    "boris",
+    "caleb",
+    "david",
+    "Denis",
+    "ed",
+    "edward",
+    "Gene",
+    "gustave",
+    "Henrique",
+    "Hugo",
+    "iven",
+    "iven2",
+    "Jacky",
+    "john",
+    "linda",
+    "Marco",
+    "max",
+    "Michael",
+    "miguel",
+    "paul",
+    "pedro",
+    "quincy",
+    "rob",
+    "zac",
+    "anika",
+    "norbert",
+    "shelby",
+    "travis",
+    "victor",
+    "grandma",
+    "grandpa",
+]
 HELDOUT_VARIANTS = ["m3", "m4", "f4", "belinda"]
 RATE_WPM = (140, 190)
 PITCH = (30, 70)
@@ -223,8 +346,7 @@ def check_espeak() -> str:
     """
     exe = shutil.which("espeak-ng")
     if exe is None:
-        raise RuntimeError("espeak-ng not found on PATH; install it (Debian/Ubuntu: "
-                           "`apt-get install espeak-ng`)")
+        raise RuntimeError("espeak-ng not found on PATH; install it (Debian/Ubuntu: `apt-get install espeak-ng`)")
     listing = subprocess.run([exe, "--voices=variant"], capture_output=True, text=True).stdout
     have = set(re.findall(r"!v/(\S+)", listing))
     missing = [v for v in TRAIN_VARIANTS + HELDOUT_VARIANTS if v and v not in have]
@@ -232,12 +354,15 @@ def check_espeak() -> str:
         if not subprocess.run([exe, "-v", accent, "--stdout", "a"], capture_output=True).stdout:
             missing.append(accent)
     if missing:
-        raise RuntimeError(f"espeak-ng at {exe} lacks voices {missing}; install the full "
-                           "espeak-ng-data package (`apt-get install espeak-ng`)")
+        raise RuntimeError(
+            f"espeak-ng at {exe} lacks voices {missing}; install the full "
+            "espeak-ng-data package (`apt-get install espeak-ng`)"
+        )
     return exe
 
 
 # --- synthesis ------------------------------------------------------------------------------
+
 
 def _trim(wav: np.ndarray, sr: int, margin: float = 0.1, rel: float = 0.02) -> np.ndarray:
     """Cut leading/trailing silence (espeak-ng ends with ~0.25 s of it), keeping a margin."""
@@ -245,11 +370,12 @@ def _trim(wav: np.ndarray, sr: int, margin: float = 0.1, rel: float = 0.02) -> n
     if loud.size == 0:
         return wav
     pad = int(margin * sr)
-    return wav[max(0, loud[0] - pad): loud[-1] + pad + 1]
+    return wav[max(0, loud[0] - pad) : loud[-1] + pad + 1]
 
 
 def _init_worker():
     import torch
+
     torch.set_num_threads(1)  # one process per core already
     # oneDNN caches a conv primitive per input length, so resampling thousands of utterances
     # of different lengths grows each worker by hundreds of MB; the plain kernel is 3x faster too
@@ -295,8 +421,9 @@ def _synth_one(job: dict) -> tuple[str, float, str | None]:
         espeak_wav.unlink(missing_ok=True)
     ipa = _clean_ipa(proc.stdout.decode(errors="replace")) if espeak_wav else None
     if proc.returncode != 0 or len(audio) < 100 or ipa == "":
-        raise RuntimeError(f"espeak-ng failed for {job['id']} ({' '.join(cmd)}): "
-                           f"{proc.stderr.decode(errors='replace').strip()}")
+        raise RuntimeError(
+            f"espeak-ng failed for {job['id']} ({' '.join(cmd)}): {proc.stderr.decode(errors='replace').strip()}"
+        )
     wav = load_audio(audio, SAMPLE_RATE, name=job["id"]).numpy()
     wav = _trim(wav, SAMPLE_RATE)
     tmp = path.with_suffix(".tmp")
@@ -316,9 +443,16 @@ def _split_sentences(seed: int, counts: dict[str, int]) -> dict[str, list[str]]:
     return out
 
 
-def synthesize_corpus(out_dir, num_train: int = 2000, num_dev: int = 100, num_test: int = 200,
-                      seed: int = 0, jobs: int | None = None, progress: bool = True,
-                      transcript: str = "words") -> dict:
+def synthesize_corpus(
+    out_dir,
+    num_train: int = 2000,
+    num_dev: int = 100,
+    num_test: int = 200,
+    seed: int = 0,
+    jobs: int | None = None,
+    progress: bool = True,
+    transcript: str = "words",
+) -> dict:
     """Write `out_dir/{train,dev,test}/manifest.jsonl` and `audio/*.flac` (16 kHz mono).
 
     transcript: "words" (the sentence) or "phonemes" (its IPA in the row's voice; module doc).
@@ -343,15 +477,19 @@ def synthesize_corpus(out_dir, num_train: int = 2000, num_dev: int = 100, num_te
         split_dir = out_dir / split
         manifest, marker = split_dir / "manifest.jsonl", split_dir / ".done"
         # a split's sentences depend on those drawn before it (test, dev, train order)
-        before = ("test", "dev", "train")[:("test", "dev", "train").index(split) + 1]
+        before = ("test", "dev", "train")[: ("test", "dev", "train").index(split) + 1]
         params = {"counts": {k: counts[k] for k in before}, "seed": seed, "version": VERSION}
         if transcript != "words":  # markers of word corpora written before the option stay valid
             params["transcript"] = transcript
         if marker.exists() and manifest.exists():
             done = json.loads(marker.read_text())
             if done.get("params") == params:
-                result[split] = {"manifest": str(manifest), "count": done["count"],
-                                 "hours": done["hours"], "skipped": True}
+                result[split] = {
+                    "manifest": str(manifest),
+                    "count": done["count"],
+                    "hours": done["hours"],
+                    "skipped": True,
+                }
                 continue
         if split_dir.exists():  # stale or interrupted: start the split afresh
             marker.unlink(missing_ok=True)
@@ -367,17 +505,36 @@ def synthesize_corpus(out_dir, num_train: int = 2000, num_dev: int = 100, num_te
             uid = f"{split}-{i:06d}"
             voice = rng.choice(voices)
             rate, pitch = rng.randint(*RATE_WPM), rng.randint(*PITCH)
-            rows.append({"id": uid, "audio": f"audio/{uid}.flac", "duration": None,
-                         "text": text, "speaker": voice, "language": "en", "labels": {}})
-            work.append({"exe": exe, "id": uid, "voice": voice, "rate": rate, "pitch": pitch,
-                         "text": text, "path": str(split_dir / "audio" / f"{uid}.flac"),
-                         "phonemes": transcript == "phonemes"})
+            rows.append(
+                {
+                    "id": uid,
+                    "audio": f"audio/{uid}.flac",
+                    "duration": None,
+                    "text": text,
+                    "speaker": voice,
+                    "language": "en",
+                    "labels": {},
+                }
+            )
+            work.append(
+                {
+                    "exe": exe,
+                    "id": uid,
+                    "voice": voice,
+                    "rate": rate,
+                    "pitch": pitch,
+                    "text": text,
+                    "path": str(split_dir / "audio" / f"{uid}.flac"),
+                    "phonemes": transcript == "phonemes",
+                }
+            )
         todo[split] = (rows, params)
 
     # one pool for all splits: starting workers (torch import) costs about a second each
     durations, ipa = {}, {}
-    bar = tqdm(total=len(work), desc=f"synth {'+'.join(todo)}", unit="utt",
-               disable=progress_disabled(progress) or not work)
+    bar = tqdm(
+        total=len(work), desc=f"synth {'+'.join(todo)}", unit="utt", disable=progress_disabled(progress) or not work
+    )
     if jobs == 1 or len(work) < 8:
         import torch
 
@@ -407,10 +564,8 @@ def synthesize_corpus(out_dir, num_train: int = 2000, num_dev: int = 100, num_te
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         os.replace(tmp, manifest)
         hours = sum(r["duration"] for r in rows) / 3600
-        (split_dir / ".done").write_text(json.dumps({"params": params, "count": len(rows),
-                                                     "hours": hours}))
-        result[split] = {"manifest": str(manifest), "count": len(rows), "hours": hours,
-                         "skipped": False}
+        (split_dir / ".done").write_text(json.dumps({"params": params, "count": len(rows), "hours": hours}))
+        result[split] = {"manifest": str(manifest), "count": len(rows), "hours": hours, "skipped": False}
     return {split: result[split] for split in SPLITS}
 
 
@@ -426,16 +581,14 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     start = time.time()
     try:
-        res = synthesize_corpus(a.out, a.num_train, a.num_dev, a.num_test, a.seed, a.jobs,
-                                transcript=a.transcript)
+        res = synthesize_corpus(a.out, a.num_train, a.num_dev, a.num_test, a.seed, a.jobs, transcript=a.transcript)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for split, r in res.items():
         note = " (already done)" if r["skipped"] else ""
         print(f"{split}: {r['count']} utterances, {r['hours']:.3f} h -> {r['manifest']}{note}")
-    print(f"total {sum(r['hours'] for r in res.values()):.3f} h of audio in "
-          f"{time.time() - start:.1f} s")
+    print(f"total {sum(r['hours'] for r in res.values()):.3f} h of audio in {time.time() - start:.1f} s")
     return 0
 
 

@@ -4,6 +4,7 @@ Beam search runs over log-probabilities the model computed once, so a set can be
 many times (alpha/beta tuning) for the price of one forward pass. Search is parallel over
 utterances in a process pool that lives as long as its `BeamSearch` object.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,12 +84,16 @@ def check_vocabulary(tokenizer: Tokenizer, words: Sequence[str], lm_name: str, m
         return
     chars = sorted(set("".join(bad)) - alphabet)
     shown = " ".join(repr(c) for c in chars[:20]) + (" ..." if len(chars) > 20 else "")
-    msg = (f"{lm_name}: {len(bad)} of {len(words)} LM words use characters the model's tokenizer "
-           f"lacks: {shown} (e.g. {', '.join(bad[:5])})")
+    msg = (
+        f"{lm_name}: {len(bad)} of {len(words)} LM words use characters the model's tokenizer "
+        f"lacks: {shown} (e.g. {', '.join(bad[:5])})"
+    )
     if len(bad) > max_bad * len(words):
-        raise ValueError(f"{msg}; the LM was built for a different alphabet (the model spells with "
-                         f"{''.join(sorted(alphabet))!r}). Train it on text normalised like the "
-                         "model's (astctc lm) or import it lower-cased (astctc lm --arpa)")
+        raise ValueError(
+            f"{msg}; the LM was built for a different alphabet (the model spells with "
+            f"{''.join(sorted(alphabet))!r}). Train it on text normalised like the "
+            "model's (astctc lm) or import it lower-cased (astctc lm --arpa)"
+        )
     log.warning("%s; those words can never be decoded", msg)
 
 
@@ -116,8 +121,14 @@ class BeamSearch:
     tuning grid. Close it with `close()` or a `with` block.
     """
 
-    def __init__(self, tokenizer: Tokenizer, lm: str | Path | None = None, cfg: BeamConfig | None = None,
-                 frame_seconds: float = 0.02, num_workers: int = 1):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        lm: str | Path | None = None,
+        cfg: BeamConfig | None = None,
+        frame_seconds: float = 0.02,
+        num_workers: int = 1,
+    ):
         from pyctcdecode import build_ctcdecoder  # lazy: slow to import, and only a beam search needs it
 
         self.cfg = cfg or BeamConfig()
@@ -140,8 +151,11 @@ class BeamSearch:
             self.decoder = build_ctcdecoder(
                 tokenizer.labels(),
                 kenlm_model_path=str(self.lm_files.model) if self.lm_files else None,
-                unigrams=unigrams, alpha=self.alpha, beta=self.beta,
-                unk_score_offset=self.cfg.unk_score_offset)
+                unigrams=unigrams,
+                alpha=self.alpha,
+                beta=self.beta,
+                unk_score_offset=self.cfg.unk_score_offset,
+            )
         except OSError as e:  # kenlm reports a corrupt or foreign file as an OSError
             raise ValueError(f"{self.lm_files.model}: KenLM cannot load it ({e})") from None
         finally:
@@ -164,25 +178,35 @@ class BeamSearch:
         """Best beam for one (T, V) log-probability matrix, with its words' start/end times."""
         lp = np.asarray(log_probs, dtype=np.float32)
         if lp.ndim != 2 or lp.shape[1] != self.tokenizer.vocab_size:
-            raise ValueError(f"log-probabilities of shape {lp.shape} do not fit the tokenizer's "
-                             f"{self.tokenizer.vocab_size} tokens")
+            raise ValueError(
+                f"log-probabilities of shape {lp.shape} do not fit the tokenizer's {self.tokenizer.vocab_size} tokens"
+            )
         if lp.shape[0] == 0:
             return Hypothesis("", [], 0.0)
-        self.decoder.reset_params(alpha=float(self.alpha if alpha is None else alpha),
-                                  beta=float(self.beta if beta is None else beta))
+        self.decoder.reset_params(
+            alpha=float(self.alpha if alpha is None else alpha), beta=float(self.beta if beta is None else beta)
+        )
         keep, run_end = collapse_runs(lp, self.cfg.token_min_logp)
         c = self.cfg
         beams = self.decoder.decode_beams(
-            lp[keep], beam_width=c.beam_width, beam_prune_logp=c.beam_prune_logp,
-            token_min_logp=c.token_min_logp, prune_history=c.prune_history,
-            hotwords=c.hotwords or None, hotword_weight=c.hotword_weight)
+            lp[keep],
+            beam_width=c.beam_width,
+            beam_prune_logp=c.beam_prune_logp,
+            token_min_logp=c.token_min_logp,
+            prune_history=c.prune_history,
+            hotwords=c.hotwords or None,
+            hotword_weight=c.hotword_weight,
+        )
         text, _, word_frames, _, score = beams[0]
         dropped = np.ones(lp.shape[0], dtype=bool)
         dropped[keep] = False  # each dropped frame added the same log-prob to every beam
         score += float(lp[dropped].max(axis=1).sum())
         fs = self.frame_seconds
-        words = [Word(w, round(float(keep[s]) * fs, 3), round(float(run_end[e - 1] + 1) * fs, 3))
-                 for w, (s, e) in word_frames if s >= 0]
+        words = [
+            Word(w, round(float(keep[s]) * fs, 3), round(float(run_end[e - 1] + 1) * fs, 3))
+            for w, (s, e) in word_frames
+            if s >= 0
+        ]
         return Hypothesis(text, words, float(score))
 
     # ---- many utterances --------------------------------------------------------------------
@@ -195,8 +219,9 @@ class BeamSearch:
             self._finalizer = weakref.finalize(self, self._pool.terminate)
         return self._pool
 
-    def decode(self, log_probs: Sequence[np.ndarray | Tensor], alpha: float | None = None,
-               beta: float | None = None) -> list[Hypothesis]:
+    def decode(
+        self, log_probs: Sequence[np.ndarray | Tensor], alpha: float | None = None, beta: float | None = None
+    ) -> list[Hypothesis]:
         """Decode a list of (T_i, V) matrices; in the pool when there are several and num_workers > 1."""
         lps = [lp.detach().float().cpu().numpy() if isinstance(lp, Tensor) else lp for lp in log_probs]
         # resolved here: pool processes hold a copy of self from when they were forked
@@ -206,8 +231,7 @@ class BeamSearch:
             return [self.decode_one(lp, alpha, beta) for lp in lps]
         order = sorted(range(len(lps)), key=lambda i: -lps[i].shape[0])  # longest first: even finish
         out: list[Hypothesis | None] = [None] * len(lps)
-        for i, hyp in self._get_pool().imap_unordered(
-                _worker_decode, ((i, lps[i], alpha, beta) for i in order)):
+        for i, hyp in self._get_pool().imap_unordered(_worker_decode, ((i, lps[i], alpha, beta) for i in order)):
             out[i] = hyp
         return out  # type: ignore[return-value]
 

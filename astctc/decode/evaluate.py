@@ -1,6 +1,7 @@
 """Decode a whole shard set and score it: the acoustic model runs once over the set, then
 the log-probabilities are searched (greedy, or beam with an optional LM and alpha/beta
 tuning), then the report, plots and speed figures are written."""
+
 from __future__ import annotations
 
 import json
@@ -43,6 +44,7 @@ class DecodeOptions:
 @dataclass
 class Forward:
     """What one pass of the acoustic model over a set leaves."""
+
     refs: dict[str, str] = field(default_factory=dict)  # in decoding order
     greedy: dict[str, str] = field(default_factory=dict)  # best paths (greedy method only)
     log_probs: list[np.ndarray] = field(default_factory=list)  # per utterance (beam method only)
@@ -69,32 +71,47 @@ def decode_set(model_dir: str, shards: str, out_dir: str, opts: DecodeOptions | 
         raise ValueError(f"{model_dir}: model has no CTC head")
     search = None
     if opts.method == "beam":  # before the forward pass: a bad LM should fail in seconds, not minutes
-        search = BeamSearch(loaded.tokenizer, opts.lm, opts.beam, loaded.frame_seconds,
-                            opts.num_workers or os.cpu_count() or 1)
+        search = BeamSearch(
+            loaded.tokenizer, opts.lm, opts.beam, loaded.frame_seconds, opts.num_workers or os.cpu_count() or 1
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    loader = make_loader(shards, Featurizer(loaded.features, None),
-                         DataConfig(max_batch_seconds=opts.batch_seconds, num_workers=0), train=False)
+    loader = make_loader(
+        shards,
+        Featurizer(loaded.features, None),
+        DataConfig(max_batch_seconds=opts.batch_seconds, num_workers=0),
+        train=False,
+    )
     t0 = time.time()
-    fwd = forward(loaded.model, loaded.tokenizer, loader, loaded.device, keep_log_probs=search is not None,
-                  plots=opts.plots)
+    fwd = forward(
+        loaded.model, loaded.tokenizer, loader, loaded.device, keep_log_probs=search is not None, plots=opts.plots
+    )
     if not fwd.refs:
         raise ValueError(f"{shards}: no utterances to decode")
     speed = {"audio_seconds": fwd.audio_seconds, "acoustic_seconds": time.time() - t0, "device": str(loaded.device)}
     hyps = fwd.greedy
     if search is not None:
         hyps = beam_search(search, fwd, opts, model_dir, shards, speed)
-        (out / "beam.json").write_text(json.dumps(
-            {"lm": str(search.lm_files.model) if search.lm_files else None, **asdict(search.cfg),
-             "alpha": search.alpha, "beta": search.beta}, indent=2))
+        (out / "beam.json").write_text(
+            json.dumps(
+                {
+                    "lm": str(search.lm_files.model) if search.lm_files else None,
+                    **asdict(search.cfg),
+                    "alpha": search.alpha,
+                    "beta": search.beta,
+                },
+                indent=2,
+            )
+        )
     elapsed = time.time() - t0 - speed.get("tune_seconds", 0.0)
     speed.update(wall_seconds=elapsed, x_real_time=fwd.audio_seconds / max(elapsed, 1e-9), method=opts.method)
     return report(fwd, hyps, loaded.tokenizer, speed, out)
 
 
 @torch.no_grad()
-def forward(model: ASTModel, tokenizer: Tokenizer, loader, device: torch.device, keep_log_probs: bool,
-            plots: int) -> Forward:
+def forward(
+    model: ASTModel, tokenizer: Tokenizer, loader, device: torch.device, keep_log_probs: bool, plots: int
+) -> Forward:
     """Run the model over every batch: greedy paths on the device, or the log-probabilities
     kept on the CPU for a beam search; and the first `plots` utterances for drawing."""
     fwd = Forward()
@@ -116,8 +133,9 @@ def forward(model: ASTModel, tokenizer: Tokenizer, loader, device: torch.device,
     return fwd
 
 
-def beam_search(search: BeamSearch, fwd: Forward, opts: DecodeOptions, model_dir: str, shards: str,
-                speed: dict) -> dict[str, str]:
+def beam_search(
+    search: BeamSearch, fwd: Forward, opts: DecodeOptions, model_dir: str, shards: str, speed: dict
+) -> dict[str, str]:
     """Beam-search the set (tuning alpha and beta on it first when asked); adds its times to `speed`."""
     model = str(Path(model_dir).resolve())
     with search:
@@ -125,14 +143,20 @@ def beam_search(search: BeamSearch, fwd: Forward, opts: DecodeOptions, model_dir
             t1 = time.time()
             result = tune(search, fwd.log_probs, fwd.refs, opts.alpha_grid, opts.beta_grid)
             search.alpha, search.beta = result.alpha, result.beta
-            path = record_tuning(result, search.lm_files.tuned, model=model,
-                                 data=str(Path(shards).resolve()), beam=asdict(search.cfg))
-            log.info("tuned on %s: alpha=%g beta=%g WER %.2f -> %s", shards, result.alpha,
-                     result.beta, result.wer, path)
+            path = record_tuning(
+                result, search.lm_files.tuned, model=model, data=str(Path(shards).resolve()), beam=asdict(search.cfg)
+            )
+            log.info(
+                "tuned on %s: alpha=%g beta=%g WER %.2f -> %s", shards, result.alpha, result.beta, result.wer, path
+            )
             speed["tune_seconds"] = time.time() - t1
         elif search.tuned and search.tuned.get("model") != model:
-            log.warning("%s was tuned for model %s, not %s; rerun with --tune for this model",
-                        search.lm_files.tuned, search.tuned.get("model"), model_dir)
+            log.warning(
+                "%s was tuned for model %s, not %s; rerun with --tune for this model",
+                search.lm_files.tuned,
+                search.tuned.get("model"),
+                model_dir,
+            )
         t1 = time.time()
         found = search.decode(fwd.log_probs)
         speed["search_seconds"] = time.time() - t1

@@ -1,4 +1,5 @@
 """Greedy (best path) CTC decoding, batched on the model's device."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """What a decoder returns: the text, its words with times, and a score."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Grid search of the LM weight alpha and word bonus beta, and the record of the best pair."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ class TuneResult:
     grid: list[dict]
 
 
-def tune(search: BeamSearch, log_probs: Sequence[np.ndarray], refs: dict[str, str],
-         alphas: Sequence[float] = ALPHA_GRID, betas: Sequence[float] = BETA_GRID) -> TuneResult:
+def tune(
+    search: BeamSearch,
+    log_probs: Sequence[np.ndarray],
+    refs: dict[str, str],
+    alphas: Sequence[float] = ALPHA_GRID,
+    betas: Sequence[float] = BETA_GRID,
+) -> TuneResult:
     """Grid-search alpha x beta on log-probabilities computed once; lowest WER wins, then CER.
 
     `refs` is ordered like `log_probs` (utterance id -> reference text).
@@ -46,15 +52,25 @@ def tune(search: BeamSearch, log_probs: Sequence[np.ndarray], refs: dict[str, st
     best = min(grid, key=lambda g: (g["wer"], g["cer"]))
     for name, value, axis in (("alpha", best["alpha"], alphas), ("beta", best["beta"], betas)):
         if len(axis) > 1 and value in (min(axis), max(axis)) and not (name == "alpha" and value == 0 == min(axis)):
-            log.warning("tune: best %s=%g is at the edge of its grid %s; a wider grid may do better",
-                        name, value, ",".join(f"{v:g}" for v in axis))
+            log.warning(
+                "tune: best %s=%g is at the edge of its grid %s; a wider grid may do better",
+                name,
+                value,
+                ",".join(f"{v:g}" for v in axis),
+            )
     return TuneResult(best["alpha"], best["beta"], best["wer"], best["cer"], grid)
 
 
 def record_tuning(result: TuneResult, path: Path, **context) -> Path:
     """Write the best pair beside the LM, with what it was tuned on (a later decode reads it)."""
-    data = {"alpha": result.alpha, "beta": result.beta, "wer": result.wer, "cer": result.cer,
-            **context, "grid": result.grid}
+    data = {
+        "alpha": result.alpha,
+        "beta": result.beta,
+        "wer": result.wer,
+        "cer": result.cer,
+        **context,
+        "grid": result.grid,
+    }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)  # atomic: a decode reading it never sees half a file

@@ -16,6 +16,7 @@ padded path's (tests/test_packing.py); padded positions of the result are zeros.
 convolution module to every block: trained from scratch, a plain ViT has to learn locality
 from data and learns slowly (docs/architecture.md has the figures).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -186,7 +187,7 @@ class Grid:
         else:
             x = self.zero_padding(x)
         B, N, D = x.shape
-        grid = x[:, self.c:].reshape(B * self.rows, self.T, D).transpose(1, 2)
+        grid = x[:, self.c :].reshape(B * self.rows, self.T, D).transpose(1, 2)
         y = conv(grid).transpose(1, 2).reshape(B, self.rows * self.T, D)
         y = torch.cat([y.new_zeros(B, self.c, D), y], dim=1)
         return y[self.keep] if packed else y
@@ -378,9 +379,7 @@ class ASTEncoder(nn.Module):
             feats = F.pad(feats, (0, 0, 0, cfg.patch_time - T))
         if lengths is None:
             lengths = torch.full((B,), T, device=feats.device)
-        columns = torch.tensor(
-            [cfg.time_columns(int(n)) for n in lengths], device=feats.device
-        )
+        columns = torch.tensor([cfg.time_columns(int(n)) for n in lengths], device=feats.device)
         x = self.embeddings(feats)
         total = (x.shape[1] - cfg.num_cls_tokens) // cfg.freq_rows
         if cfg.attention not in ("padded", "packed"):

@@ -1,4 +1,5 @@
 """Heads over the shared encoder: per-frame CTC, and pooled classification."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ A model directory holds everything needed to turn audio into text or labels:
   model.safetensors   the weights
   chars.txt | tokenizer.model   the tokenizer, when there is a CTC head
 """
+
 from __future__ import annotations
 
 import json
@@ -105,8 +106,6 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Loa
     model.load_state_dict(load_file(str(d / "model.safetensors")))
     tokenizer = load_tokenizer(d) if cfg.ctc is not None else None
     if tokenizer is not None and tokenizer.vocab_size != cfg.ctc.vocab_size:
-        raise ValueError(
-            f"{d}: tokenizer has {tokenizer.vocab_size} tokens but the CTC head {cfg.ctc.vocab_size}"
-        )
+        raise ValueError(f"{d}: tokenizer has {tokenizer.vocab_size} tokens but the CTC head {cfg.ctc.vocab_size}")
     device = resolve_device(device) if isinstance(device, str) else device
     return LoadedModel(model.to(device).eval(), feats, tokenizer, device)

@@ -43,6 +43,7 @@ distillation token of a 2-token source for a 1-token model) are listed as unused
 Architecture (width, heads, MLP width) must match; a mismatch is an error that names the
 settings to use. A shallower model takes the first blocks.
 """
+
 from __future__ import annotations
 
 import json
@@ -207,10 +208,19 @@ def _hf_state(name: str, where: str, repo: str | None) -> Source:
         labels = None if all(n == f"LABEL_{i}" for i, n in enumerate(names)) else names
     dropped = sorted(f"{k} (not kept by transformers' {type(model).__name__})" for k in info.get("unexpected_keys", ()))
     return Source(
-        name=name, kind=kind, state=state, grid=grid, num_cls_tokens=num_cls, dropped=dropped,
-        embed_dim=config.hidden_size, num_heads=config.num_attention_heads,
-        depth=config.num_hidden_layers, mlp_dim=config.intermediate_size,
-        hidden_act=str(config.hidden_act), layer_norm_eps=float(config.layer_norm_eps), labels=labels,
+        name=name,
+        kind=kind,
+        state=state,
+        grid=grid,
+        num_cls_tokens=num_cls,
+        dropped=dropped,
+        embed_dim=config.hidden_size,
+        num_heads=config.num_attention_heads,
+        depth=config.num_hidden_layers,
+        mlp_dim=config.intermediate_size,
+        hidden_act=str(config.hidden_act),
+        layer_norm_eps=float(config.layer_norm_eps),
+        labels=labels,
     )
 
 
@@ -220,25 +230,30 @@ def _astctc_state(name: str, d: Path) -> Source:
     cfg = from_dict(ModelConfig, json.loads((d / "config.json").read_text()))
     e = cfg.encoder
     return Source(
-        name=name, kind="astctc", state=load_file(str(d / "model.safetensors")),
+        name=name,
+        kind="astctc",
+        state=load_file(str(d / "model.safetensors")),
         grid=(e.freq_rows, e.max_time_columns),
-        num_cls_tokens=e.num_cls_tokens, embed_dim=e.embed_dim, num_heads=e.num_heads, depth=e.depth,
-        mlp_dim=int(e.embed_dim * e.mlp_ratio), layer_norm_eps=e.layer_norm_eps,
+        num_cls_tokens=e.num_cls_tokens,
+        embed_dim=e.embed_dim,
+        num_heads=e.num_heads,
+        depth=e.depth,
+        mlp_dim=int(e.embed_dim * e.mlp_ratio),
+        layer_norm_eps=e.layer_norm_eps,
     )
 
 
 def load_source(spec: str) -> Source:
     """`hf://<repo id>` or a local directory (Hugging Face format or an astctc model)."""
     if spec.startswith(HUB_PREFIX):
-        repo = spec[len(HUB_PREFIX):].strip("/")
+        repo = spec[len(HUB_PREFIX) :].strip("/")
         if not repo:
             raise ValueError(f"init {spec!r}: no repository id after {HUB_PREFIX}")
         return _hf_state(spec, repo, repo)
     d = Path(spec)
     if not (d / "config.json").is_file():
         raise FileNotFoundError(
-            f"init {spec!r}: not a model directory (no config.json); a hub model is written "
-            f"{HUB_PREFIX}<owner>/<name>"
+            f"init {spec!r}: not a model directory (no config.json); a hub model is written {HUB_PREFIX}<owner>/<name>"
         )
     if "encoder" in json.loads((d / "config.json").read_text()):
         return _astctc_state(spec, d)
@@ -381,10 +396,16 @@ def init_from_pretrained(model: ASTModel, source: str | Source, kernel_resize: s
             if _classifier_matches(src, model.classifiers[head[1]].cfg):
                 put(name, src.state[key], "loaded", f"from {key}", key)
             else:
-                put(name, cur, "new", f"(source classifier has {src.state['classifier.dense.weight'].shape[0]} classes)")
+                put(
+                    name, cur, "new", f"(source classifier has {src.state['classifier.dense.weight'].shape[0]} classes)"
+                )
         elif s is not None and s.shape == cur.shape:
             put(name, s, "loaded", "", name)
-        elif s is None and re.search(r"\.attention\.attention\.(query|key|value)\.bias$", name) and name[:-4] + "weight" in src.state:
+        elif (
+            s is None
+            and re.search(r"\.attention\.attention\.(query|key|value)\.bias$", name)
+            and name[:-4] + "weight" in src.state
+        ):
             put(name, torch.zeros_like(cur), "adapted", "zeros (the source has no q/k/v bias)")
         else:
             why = f"(source has {tuple(s.shape)})" if s is not None else ""

@@ -12,6 +12,7 @@ checkpoints into a model directory.
   average.py      checkpoint averaging
   init_check.py   `astctc init-check`: what a run's init would load, without training
 """
+
 from .average import average_checkpoints
 from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
 from .config import OptimConfig, TrainConfig

@@ -3,6 +3,7 @@
 The AST paper averages the weights of its last epochs; for CTC this is a cheap, reliable gain
 over the final checkpoint.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Checkpoints of a run: exp_dir/ckpt/step-NNNNNNNN.pt, written atomically, with the RNG state."""
+
 from __future__ import annotations
 
 import os

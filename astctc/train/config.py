@@ -1,4 +1,5 @@
 """What a training run is told: the optimiser's settings (OptimConfig) and the run's (TrainConfig)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ class OptimConfig:
     layer_decay: float = 1.0  # < 1: block i of L gets lr*d^(L-i), embeddings lr*d^(L+1), heads lr
     freeze_encoder_steps: int = 0  # encoder gets no gradient (is not stepped) for the first N steps
     fused: bool = True  # torch's fused AdamW kernel: one pass over all tensors (CPU: 10 -> 2 ms a step
-                        # for the mini model, whose step is ~100-200 ms); false: the per-tensor loop
+    # for the mini model, whose step is ~100-200 ms); false: the per-tensor loop
 
 
 @dataclass
@@ -57,5 +58,7 @@ def check_config(cfg: TrainConfig) -> None:
     if unknown:
         raise ValueError(f"loss_weights names no head of the model: {sorted(unknown)}")
     if cfg.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {cfg.precision!r} "
-                         "(auto is bf16 on CUDA and on CPUs with AMX, fp32 elsewhere)")
+        raise ValueError(
+            f"precision must be one of {', '.join(PRECISIONS)}, not {cfg.precision!r} "
+            "(auto is bf16 on CUDA and on CPUs with AMX, fp32 elsewhere)"
+        )

@@ -1,5 +1,6 @@
 """Data-parallel training under torchrun: the process group, DDP, and the few collectives the
 loop needs besides DDP's gradient all-reduce."""
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,8 @@ def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device, find_unused_parameters: bool) -> DistributedDataParallel:
     return DistributedDataParallel(
-        model, device_ids=[device] if device.type == "cuda" else None,
+        model,
+        device_ids=[device] if device.type == "cuda" else None,
         find_unused_parameters=find_unused_parameters,
     )
 

@@ -1,5 +1,6 @@
 """`astctc init-check`: what `astctc train` would load, adapt and leave new from its `init:`
 weights, without training."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """A run's records: rows in exp_dir/metrics.jsonl, the same as TensorBoard scalars, curves.png.
 Only rank 0 keeps them; on the other ranks a Logbook does nothing."""
+
 from __future__ import annotations
 
 import json

@@ -7,6 +7,7 @@ command continues to the same parameters an uninterrupted run reaches.
 Top to bottom: `train` -> `Trainer.run` (epochs, checkpoints, validation) -> `Trainer.run_epoch`
 (steps over one epoch's batches) -> `Trainer.train_step` (one optimiser step).
 """
+
 from __future__ import annotations
 
 import json
@@ -124,7 +125,10 @@ class Trainer:
             log.warning(
                 "checkpoint written by %d processes, resumed on %d: the rest of epoch %d is "
                 "approximate (%d batches per rank skipped); exact resume needs the same number",
-                saved_world, self.world, self.epoch, self.batch_in_epoch,
+                saved_world,
+                self.world,
+                self.epoch,
+                self.batch_in_epoch,
             )
         log.info("resumed from %s: step %d, epoch %d, batch %d", ckpts[-1], self.step, self.epoch, self.batch_in_epoch)
         return True
@@ -150,8 +154,13 @@ class Trainer:
             log.info("DDP: rank %d of %d, %d batches per process per step", self.rank, self.world, cfg.grad_accum)
         self.logbook = Logbook(self.exp, self.rank, purge_step=self.step if resumed else None)
         featurizer = Featurizer(
-            cfg.features, self.tokenizer, cfg.data.spec_augment, cfg.seed, cfg.data.max_duration,
-            cfg.data.augment, heads=cfg.model.classifiers,
+            cfg.features,
+            self.tokenizer,
+            cfg.data.spec_augment,
+            cfg.seed,
+            cfg.data.max_duration,
+            cfg.data.augment,
+            heads=cfg.model.classifiers,
         )
         summary, batches = {}, None
 
@@ -204,8 +213,12 @@ class Trainer:
             self.rng_after_skip = None
         self.model.train()
         bar = tqdm(
-            total=cfg.max_steps, initial=self.step, desc=f"epoch {self.epoch}",
-            disable=progress_disabled(cfg.progress) or self.rank != 0, dynamic_ncols=True, leave=False,
+            total=cfg.max_steps,
+            initial=self.step,
+            desc=f"epoch {self.epoch}",
+            disable=progress_disabled(cfg.progress) or self.rank != 0,
+            dynamic_ncols=True,
+            leave=False,
         )
         window, first = _Window(), True
         while True:
@@ -301,19 +314,34 @@ class Trainer:
         return summary
 
     def validate(self) -> dict:
-        row = {"split": "valid", "step": self.step, "epoch": self.epoch,
-               **validate(self.model, self.cfg, self.tokenizer, self.device)}
+        row = {
+            "split": "valid",
+            "step": self.step,
+            "epoch": self.epoch,
+            **validate(self.model, self.cfg, self.tokenizer, self.device),
+        }
         self.logbook.write(row)
-        figures = " ".join(f"{k} {v:.4f}" if k.startswith("loss") else f"{k.upper()} {v:.2f}%"
-                           for k, v in row.items() if k not in ("split", "step", "epoch"))
+        figures = " ".join(
+            f"{k} {v:.4f}" if k.startswith("loss") else f"{k.upper()} {v:.2f}%"
+            for k, v in row.items()
+            if k not in ("split", "step", "epoch")
+        )
         log.info("valid epoch %d step %d: %s", self.epoch, self.step, figures)
         self.logbook.plot()
         return row
 
     def log_train(self, loss: float, rate: float) -> None:
         lr = self.scheduler.get_last_lr()[0]
-        self.logbook.write({"split": "train", "step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr,
-                            "audio_seconds_per_second": rate})
+        self.logbook.write(
+            {
+                "split": "train",
+                "step": self.step,
+                "epoch": self.epoch,
+                "loss": loss,
+                "lr": lr,
+                "audio_seconds_per_second": rate,
+            }
+        )
         log.info("step %d epoch %d loss %.4f lr %.2e %.0fx real time", self.step, self.epoch, loss, lr, rate)
 
 
@@ -362,7 +390,9 @@ class _Window:
 
 def _log_precision(device: torch.device, precision: str) -> None:
     if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
-        log.warning("precision bf16 on a CPU without AMX: expect it to be slower than fp32 "
-                    "(set precision=auto or fp32)")
-    log.info("precision: %s%s", "bf16" if use_bf16(device, precision) else "fp32",
-             " (auto)" if precision == "auto" else "")
+        log.warning(
+            "precision bf16 on a CPU without AMX: expect it to be slower than fp32 (set precision=auto or fp32)"
+        )
+    log.info(
+        "precision: %s%s", "bf16" if use_bf16(device, precision) else "fp32", " (auto)" if precision == "auto" else ""
+    )

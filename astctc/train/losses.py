@@ -1,4 +1,5 @@
 """The loss of each head on a batch, and how the heads' losses and a step's batches are weighted."""
+
 from __future__ import annotations
 
 import torch

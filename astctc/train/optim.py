@@ -1,4 +1,5 @@
 """AdamW with per-depth parameter groups (layer decay), and the warm-up + decay schedule."""
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,14 @@ def param_groups(model: ASTModel, cfg: OptimConfig) -> list[dict]:
     for n, p in model.named_parameters():
         decay = p.ndim >= 2 and "embeddings" not in n
         d = depth(n)
-        g = groups.setdefault((d, decay), {"params": [], "weight_decay": cfg.weight_decay if decay else 0.0,
-                                           "lr": cfg.lr * cfg.layer_decay ** (L + 1 - d)})
+        g = groups.setdefault(
+            (d, decay),
+            {
+                "params": [],
+                "weight_decay": cfg.weight_decay if decay else 0.0,
+                "lr": cfg.lr * cfg.layer_decay ** (L + 1 - d),
+            },
+        )
         g["params"].append(p)
     return [groups[k] for k in sorted(groups, key=lambda k: (-k[0], not k[1]))]
 
@@ -60,7 +67,5 @@ def param_groups(model: ASTModel, cfg: OptimConfig) -> list[dict]:
 def make_optimizer(
     model: ASTModel, cfg: OptimConfig, max_steps: int
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg), lr=cfg.lr, betas=tuple(cfg.betas), fused=cfg.fused or None
-    )
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=tuple(cfg.betas), fused=cfg.fused or None)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, max_steps))

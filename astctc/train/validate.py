@@ -1,4 +1,5 @@
 """Validation: loss per head, greedy-CTC WER/CER, classifier accuracy or mAP, on the whole set."""
+
 from __future__ import annotations
 
 import torch
