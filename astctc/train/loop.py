@@ -185,6 +185,7 @@ class Trainer:
         self.logbook.close()
         self.logbook.plot()
         if self.owns_group:
+            distributed.barrier()  # no rank tears gloo down while another still talks to it
             distributed.destroy()
         return summary
 
