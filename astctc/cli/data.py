@@ -153,9 +153,13 @@ def cmd_labels(a: argparse.Namespace) -> None:
     print(f"{a.head}: {len(classes)} classes" + (f" -> {a.labels_file}" if a.labels_file else ""))
 
 
+def _corpus_verb(sub, verb: str, help: str, handler):
+    """`astctc <verb> <corpus>`: the verb's parser, whose subparsers are the corpora."""
+    return add_parser(sub, verb, help, handler).add_subparsers(dest="corpus", required=True, metavar="<corpus>")
+
+
 def _download(sub) -> None:
-    s = add_parser(sub, "download", "download and unpack a corpus (resumable, checksum-verified)", cmd_download)
-    corpora = s.add_subparsers(dest="corpus", required=True, metavar="<corpus>")
+    corpora = _corpus_verb(sub, "download", "download and unpack a corpus (resumable, checksum-verified)", cmd_download)
     c = add_parser(corpora, "librispeech", "OpenSLR 12 subsets and OpenSLR 11 LM files", cmd_download)
     c.add_argument("--out", required=True, help="directory for archives, LibriSpeech/ and lm/")
     c.add_argument("--subsets", nargs="+", required=True, help="e.g. train-clean-100 dev-clean test-clean")
@@ -195,8 +199,7 @@ def _download(sub) -> None:
 
 
 def _prepare(sub) -> None:
-    s = add_parser(sub, "prepare", "manifests from a corpus in its upstream layout", cmd_prepare)
-    corpora = s.add_subparsers(dest="corpus", required=True, metavar="<corpus>")
+    corpora = _corpus_verb(sub, "prepare", "manifests from a corpus in its upstream layout", cmd_prepare)
     c = add_parser(corpora, "librispeech", "<spk>/<chapter>/*.flac + *.trans.txt -> manifest", cmd_prepare)
     c.add_argument("--root", required=True, help="directory holding LibriSpeech/<subset> (or <subset>)")
     c.add_argument("--subsets", nargs="+", required=True, help="subsets merged into one manifest")
