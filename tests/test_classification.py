@@ -15,6 +15,7 @@ from astctc.data.manifest import write_manifest
 from astctc.data.shards import write_shards
 from astctc.tokenizer import CharTokenizer
 from astctc.train import TrainConfig, Trainer, checkpoints, load_checkpoint
+from tests.conftest import tiny_train_config
 
 WORDS = ["zero", "one", "two"]
 
@@ -59,35 +60,21 @@ def joint_corpus(tmp_path_factory, shared_data) -> dict:
 
 
 def _config(corpus: dict, exp: Path, **over) -> TrainConfig:
+    """conftest's tiny model, one block, with a digit head and a multi-label tags head."""
+    heads = {
+        "digit": {"labels_file": str(corpus["root"] / "digit.txt")},
+        "tags": {"classes": ["even", "low"], "multi_label": True},
+    }
     sets = {
-        "exp_dir": str(exp),
-        "data.train": str(corpus["shards"]),
-        "data.valid": str(corpus["shards"]),
-        "data.tokenizer": str(corpus["lang"]),
         "data.max_batch_seconds": 6,
-        "data.num_workers": 0,
-        "model.encoder.patch_freq": 128,
-        "model.encoder.stride_freq": 128,
-        "model.encoder.patch_time": 4,
-        "model.encoder.stride_time": 4,
-        "model.encoder.embed_dim": 32,
         "model.encoder.depth": 1,
-        "model.encoder.num_heads": 2,
-        "model.encoder.num_cls_tokens": 1,
         "model.encoder.max_frames": 256,
-        "model.classifiers": json.dumps(
-            {
-                "digit": {"labels_file": str(corpus["root"] / "digit.txt")},
-                "tags": {"classes": ["even", "low"], "multi_label": True},
-            }
-        ),
+        "model.classifiers": json.dumps(heads),
         "optim.warmup_steps": 1,
         "optim.schedule": "constant",
-        "log_every": 1,
-        "progress": False,
+        **over,
     }
-    sets.update(over)
-    return load_config(TrainConfig, None, [f"{k}={v}" for k, v in sets.items()])
+    return load_config(TrainConfig, None, tiny_train_config(corpus, exp, **sets))
 
 
 def _batch(trainer: Trainer, corpus: dict, ids: list[str]) -> dict:
