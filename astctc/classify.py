@@ -115,22 +115,31 @@ def evaluate_set(
     out.mkdir(parents=True, exist_ok=True)
     loader = make_loader(
         shards,
-        Featurizer(loaded.features, None, heads=heads),
+        Featurizer(loaded.features, None, heads=heads, max_frames=model.cfg.encoder.max_frames),
         DataConfig(max_batch_seconds=batch_seconds, num_workers=0),
         train=False,
     )
     ids = {h: [] for h in heads}
     targets, probs = {h: [] for h in heads}, {h: [] for h in heads}
+    dropped = []
     with torch.no_grad():
         for batch in loader:
-            if batch is None:
+            dropped += batch.get("dropped", [])
+            if "feats" not in batch:
                 continue
-            r = model(batch["feats"].to(dev), batch["lengths"].to(dev))
+            r = model(batch["feats"].to(dev), batch["lengths"])
             for h, mask in batch.get("label_mask", {}).items():
                 p = model.classifiers[h].probabilities(r[h]).float().cpu()
                 ids[h] += [i for i, m in zip(batch["ids"], mask.tolist()) if m]
                 targets[h].append(batch["labels"][h][mask])
                 probs[h].append(p[mask])
+    if dropped:
+        log.warning(
+            "%s: %d clip(s) left out (%s)",
+            shards,
+            len(dropped),
+            ", ".join(f"{u} ({kind}: {detail})" for u, kind, detail in dropped[:10]),
+        )
     unlabelled = [h for h in heads if not ids[h]]
     if len(unlabelled) == len(heads):
         raise ValueError(f"{shards}: no sample has a label for head {' or '.join(unlabelled)}")

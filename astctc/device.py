@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager
 
 import torch
 
+log = logging.getLogger(__name__)
+
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
+def cuda_unavailable_reason() -> str:
+    """Why torch cannot use a GPU here, in a few words ("" when it can)."""
+    if torch.cuda.is_available():
+        return ""
+    if torch.version.cuda is None:
+        return "this torch build has no CUDA support"
+    try:
+        torch.cuda.init()  # raises with the driver's complaint (too old, none found, ...)
+    except Exception as e:
+        return str(e).strip().splitlines()[0]
+    return "no CUDA device is visible"
+
+
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when there is one, else the CPU; anything else is passed to torch."""
+    """`auto` is CUDA when there is one, else the CPU (say so where a GPU run may have been
+    meant: `auto` never falls back silently); `cuda`/`cuda:N` must exist, else a clear error;
+    anything else is passed to torch."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        log.info("device auto: no usable GPU (%s), running on the CPU", cuda_unavailable_reason())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name}: no usable GPU ({cuda_unavailable_reason()})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name}: only {torch.cuda.device_count()} GPU(s) visible")
+    return device
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -36,3 +63,28 @@ def use_bf16(device: torch.device, precision: str) -> bool:
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     """bf16 autocast where `use_bf16` says so; CTC loss and log-softmax are run in fp32 by callers."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16(device, precision))
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, by device-name fragment,
+# most specific first; the denominator of the MFU that training logs and bench/ report.
+PEAK_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),  # SXM; NVL is 835, named "H100 NVL"
+    ("H200", 989.0),
+    ("GH200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("A10", 125.0),
+)
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak in TFLOP/s, where we know it (None on CPUs and unknown GPUs)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    if "H100 NVL" in name:
+        return 835.0
+    return next((v for k, v in PEAK_BF16_TFLOPS if k in name), None)

@@ -66,5 +66,5 @@ class WindowedModel:
             for b, k in enumerate(idx):
                 x[b, : windows[k].feats.shape[0]] = windows[k].feats
             lengths = torch.tensor([windows[k].feats.shape[0] for k in idx])
-            yield idx, self.model(x.to(self.device), lengths.to(self.device))
+            yield idx, self.model(x.to(self.device), lengths)  # lengths on the CPU: no device sync
             i = j

@@ -6,17 +6,14 @@ mostly 11-18 s, a tail of short ones), cut into dynamic batches by our own durat
 Each step is forward + backward + AdamW (bf16 autocast on CUDA, fp32 on CPU). Prints audio
 seconds and encoder tokens per second, step time, peak memory, padding fraction and MFU.
 
-MFU counts the model's FLOPs on the valid tokens (padding is waste, not work): per utterance
-of N tokens (P patches), the patch embedding 2*P*pf*pt*D, per block the qkv/proj/MLP matmuls
-(2*N*D*(3D + D + 2*mlp*D)) and attention scores and values 4*N^2*D, the convolution module
-when configured (2*N*D*3D + 2*P*D*k), and the CTC projection;
-a training step is 3x the forward FLOPs (2x for the patch embedding: no input gradient).
-Peak: 989 TFLOP/s dense bf16 for H100 SXM and H200 (NVIDIA's datasheets);
-other devices need --peak-tflops, else MFU is printed as n/a.
+MFU counts the model's FLOPs on the valid tokens (padding is waste, not work; the count is
+astctc/models/flops.py's, which training logs use too) over the device's dense bf16 peak
+(astctc/device.py: 989 TFLOP/s for H100 SXM and H200, NVIDIA's datasheets); other devices
+need --peak-tflops, else MFU is printed as n/a. --profile writes one step's kernels by time.
 
     .venv/bin/python bench/train_throughput.py --tiny                    # CPU / CI
     .venv/bin/python bench/train_throughput.py --preset ast --budget 400 # a GPU
-    .venv/bin/python bench/train_throughput.py --config recipes/librispeech/conf/train_100.yaml
+    .venv/bin/python bench/train_throughput.py --config recipes/librispeech/conf/ast_base_100h.yaml
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ import resource
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +33,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from astctc.data.shards import BatchedShardDataset  # noqa: E402
+from astctc.device import peak_tflops  # noqa: E402
 from astctc.models.encoder import EncoderConfig  # noqa: E402
+from astctc.models.flops import encoder_tokens, train_flops  # noqa: E402
 from astctc.models.heads import CTCHead, CTCHeadConfig  # noqa: E402
 from astctc.models.model import ASTModel, ModelConfig  # noqa: E402
 
@@ -74,7 +74,6 @@ PRESETS = {
         num_cls_tokens=1,
     ),
 }
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense, SXM; the PCIe H100 is 756
 
 
 def librispeech_like(n: int, seed: int = 0) -> np.ndarray:
@@ -107,26 +106,6 @@ def make_batches(args, n_batches: int) -> list[list[float]]:
     return out
 
 
-def step_flops(enc: EncoderConfig, ctc_width: int, vocab: int, frames: list[int]) -> float:
-    """Training FLOPs of one batch, counted on the valid tokens only: 3x the forward (backward
-    = input + weight gradients), except the patch embedding, whose input needs no gradient.
-    (Checked against torch.utils.flop_counter, which counts all but CPU attention.)"""
-    D, hidden = enc.embed_dim, int(enc.embed_dim * enc.mlp_ratio)
-    fwd, patch = 0.0, 0.0
-    for n in frames:
-        cols = enc.time_columns(n)
-        P = enc.freq_rows * cols
-        N = enc.num_cls_tokens + P
-        patch += 2 * P * enc.patch_freq * enc.patch_time * D
-        fwd += enc.depth * (2 * N * D * (4 * D + 2 * hidden) + 4 * N * N * D)
-        if enc.conv_kernel:  # convolution module: pointwise D->2D and D->D, depthwise over P
-            fwd += enc.depth * (2 * N * D * 3 * D + 2 * P * D * enc.conv_kernel)
-        if enc.conv_pos:
-            fwd += 2 * P * D * enc.conv_pos
-        fwd += 2 * cols * ctc_width * vocab
-    return 3 * fwd + 2 * patch
-
-
 def synth_batch(durs: list[float], g: torch.Generator, tokens_per_s: float, vocab: int) -> dict:
     frames = [int(d * 100) for d in durs]  # fbank: 100 frames per second
     feats = torch.zeros(len(frames), max(frames), 128)
@@ -147,6 +126,7 @@ def main(argv=None) -> dict:
     p.add_argument("--preset", choices=sorted(PRESETS), default="ast")
     p.add_argument("--tiny", action="store_true", help="the tiny preset with a small budget (CPU, CI)")
     p.add_argument("--config", help="a training YAML: its model and data batching are used")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the --config")
     p.add_argument("--attention", choices=["padded", "packed"], default=None)
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder")
     p.add_argument("--budget", type=float, default=None, help="max_batch_seconds (default 400, tiny 120)")
@@ -159,7 +139,11 @@ def main(argv=None) -> dict:
     p.add_argument("--tokens-per-second", type=float, default=None, help="CTC targets per second of audio")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (bf16 on GPU)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: datasheet)")
+    p.add_argument("--profile", help="write a torch.profiler kernel table of one timed step here")
+    p.add_argument(
+        "--sdpa", choices=["cudnn", "efficient", "flash"], help="padded attention: allow only this SDPA kernel"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
@@ -171,7 +155,7 @@ def main(argv=None) -> dict:
         from astctc.config import load_config
         from astctc.train import TrainConfig
 
-        cfg = load_config(TrainConfig, args.config)
+        cfg = load_config(TrainConfig, args.config, args.set)
         enc = cfg.model.encoder
         data = {
             "budget": cfg.data.max_batch_seconds,
@@ -195,27 +179,32 @@ def main(argv=None) -> dict:
     bf16 = device.type == "cuda"
 
     torch.manual_seed(args.seed)
-    model = ASTModel(ModelConfig(enc, ctc)).to(device).train()
+    mcfg = ModelConfig(enc, ctc)
+    model = ASTModel(mcfg).to(device).train()
     if args.compile:
         model.encoder.compile_blocks()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ctc_width = enc.embed_dim * (enc.freq_rows if ctc.combine == "concat" else 1)
 
     batches = make_batches(args, args.warmup + args.steps)
     g = torch.Generator().manual_seed(args.seed)
     times, cpu_times, secs, valid_tok, padded_tok, flops = [], [], 0.0, 0, 0, 0.0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    prof = None
     for i, durs in enumerate(batches):
         b = synth_batch(durs, g, tokens_per_s, ctc.vocab_size)
-        feats, lengths = b["feats"].to(device), b["lengths"].to(device)
-        targets, tl = b["targets"].to(device), b["target_lengths"].to(device)
+        # lengths stay on the CPU, as in training (the encoder plans masks and packing there)
+        feats, lengths, tl = b["feats"].to(device), b["lengths"], b["target_lengths"]
+        targets = b["targets"].to(device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        if args.profile and i == args.warmup:
+            prof = torch.profiler.profile(record_shapes=False)
+            prof.__enter__()
         t0, c0 = time.perf_counter(), time.process_time()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), sdpa_context(args.sdpa):
             out = model(feats, lengths)
-        loss = CTCHead.loss(out["log_probs"], out["lengths"], targets, tl)
+        loss = CTCHead.loss(out["log_probs"], enc.time_columns(lengths), targets, tl)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -223,21 +212,24 @@ def main(argv=None) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
+        if prof is not None:
+            prof.__exit__(None, None, None)
+            Path(args.profile).write_text(kernel_table(prof, dt))
+            prof = None
         times.append(dt)
         cpu_times.append(time.process_time() - c0)
         if i >= args.warmup:
             frames = b["lengths"].tolist()
-            cols = [enc.time_columns(n) for n in frames]
-            tok = [enc.num_cls_tokens + enc.freq_rows * c for c in cols]
+            tok = [encoder_tokens(enc, n) for n in frames]
             secs += b["seconds"]
             valid_tok += sum(tok)
             padded_tok += len(tok) * max(tok)
-            flops += step_flops(enc, ctc_width, ctc.vocab_size, frames)
+            flops += train_flops(mcfg, frames)
 
     timed = times[args.warmup :]
     total = sum(timed)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    peak = args.peak_tflops or peak_tflops(device)
     if device.type == "cuda":
         peak_mem = torch.cuda.max_memory_allocated(device) / 2**30
     else:
@@ -248,6 +240,7 @@ def main(argv=None) -> dict:
         "preset": args.config or ("tiny" if args.tiny else args.preset),
         "attention": enc.attention,
         "compile": args.compile,
+        "sdpa": args.sdpa,
         "precision": "bf16" if bf16 else "fp32",
         "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "budget_s": args.budget,
@@ -276,6 +269,43 @@ def main(argv=None) -> dict:
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     return res
+
+
+def sdpa_context(name: str | None):
+    """Only the named scaled_dot_product_attention kernel (None: torch's own choice)."""
+    if name is None:
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    kernels = {"cudnn": "CUDNN_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "flash": "FLASH_ATTENTION"}
+    return sdpa_kernel([getattr(SDPBackend, kernels[name])])
+
+
+def kernel_table(prof, step_seconds: float, rows: int = 25) -> str:
+    """The profiled step's device time by kernel (self time, most first), and by kind: matrix
+    products, attention, the rest (elementwise, norms, copies): where an MFU goes."""
+    events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    events.sort(key=lambda e: -e.self_device_time_total)
+    total = sum(e.self_device_time_total for e in events) or 1.0
+
+    def kind(name: str) -> str:
+        n = name.lower()
+        if "flash" in n or "fmha" in n or "attention" in n or "attn" in n:
+            return "attention"
+        if "gemm" in n or "xmma" in n or "cutlass" in n or "matmul" in n or "cublas" in n or "nvjet" in n:
+            return "matmul"
+        return "other"
+
+    by_kind: dict[str, float] = {}
+    for e in events:
+        by_kind[kind(e.key)] = by_kind.get(kind(e.key), 0.0) + e.self_device_time_total
+    lines = [f"step wall {1000 * step_seconds:.1f} ms, device busy {total / 1000:.1f} ms"]
+    lines += [f"{k:<10} {v / 1000:8.1f} ms {100 * v / total:5.1f}%" for k, v in sorted(by_kind.items())]
+    lines.append("")
+    for e in events[:rows]:
+        t = e.self_device_time_total
+        lines.append(f"{t / 1000:8.2f} ms {100 * t / total:5.1f}% {e.count:5d}x  {e.key[:110]}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

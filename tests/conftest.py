@@ -77,6 +77,8 @@ def tiny_train_config(corpus: dict, exp: Path, **overrides) -> list[str]:
     """`--set` overrides for a 2-layer model that trains a step in well under a second."""
     sets = {
         "exp_dir": str(exp),
+        # bit-exact comparisons (resume, DDP) are CPU-deterministic; on a GPU machine "auto" would pick CUDA
+        "device": "cpu",
         "data.train": str(corpus["shards"]),
         "data.valid": str(corpus["shards"]),
         "data.tokenizer": str(corpus["lang"]),

@@ -14,12 +14,14 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 from astctc.config import load_config
-from astctc.data.pipeline import Featurizer, make_loader
+from astctc.data.pipeline import make_loader
 from astctc.train import TrainConfig, Trainer, checkpoints, load_checkpoint
+from astctc.train.config import make_featurizer
 from tests.conftest import tiny_train_config
 
 STEPS = 5  # the shorter rank has 3 batches an epoch: two epochs, the second cut short
@@ -50,19 +52,21 @@ def _rank(rank: int, world: int, port: int, sets: list[str], out: str) -> None:
     torch.set_num_threads(1)
     trainer = Trainer(load_config(TrainConfig, None, sets))
     trainer.run()
-    torch.save({"model": trainer.model.state_dict(), "step": trainer.step}, os.path.join(out, f"rank{rank}.pt"))
+    unused = trainer.ddp.find_unused_parameters
+    torch.save(
+        {"model": trainer.model.state_dict(), "step": trainer.step, "find_unused": unused},
+        os.path.join(out, f"rank{rank}.pt"),
+    )
 
 
-def _single_process_reference(sets: list[str]) -> dict:
+def _single_process_reference(sets: list[str], steps: int = STEPS) -> dict:
     """One process, grad_accum over rank 0's and rank 1's batches, epochs ending as DDP's do."""
     trainer = Trainer(load_config(TrainConfig, None, sets))
     cfg = trainer.cfg
-    featurizer = Featurizer(
-        cfg.features, trainer.tokenizer, cfg.data.spec_augment, cfg.seed, cfg.data.max_duration, cfg.data.augment
-    )
+    featurizer = make_featurizer(cfg, trainer.tokenizer, train=True)
     step, epoch, per_epoch = 0, 0, []
     trainer.model.train()
-    while step < STEPS:
+    while step < steps:
         loaders = [
             make_loader(
                 cfg.data.train, featurizer, cfg.data, train=True, seed=cfg.seed, epoch=epoch, rank=r, world_size=2
@@ -73,24 +77,30 @@ def _single_process_reference(sets: list[str]) -> dict:
         for pair in zip(*loaders):  # stops when the shorter rank runs out
             trainer.train_step(list(pair))
             step += 1
-            if step == STEPS:
+            trainer.step = step  # the encoder is frozen while trainer.step < freeze_encoder_steps
+            if step == steps:
                 break
         epoch += 1
     return {"model": trainer.model.state_dict(), "batches": per_epoch}
 
 
-def test_ddp_equals_single_process_accumulation(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("freeze", [0, 2])
+def test_ddp_equals_single_process_accumulation(tiny_corpus, tmp_path, freeze):
+    """Also with the encoder frozen for the first steps: the DDP wrapper is remade when it is
+    unfrozen, so no step needs find_unused_parameters (before: on for the whole run)."""
     port = _free_port()
-    mp.spawn(_rank, args=(2, port, _sets(tiny_corpus, tmp_path / "ddp"), str(tmp_path)), nprocs=2, join=True)
+    sets = _sets(tiny_corpus, tmp_path / "ddp", **{"optim.freeze_encoder_steps": freeze})
+    mp.spawn(_rank, args=(2, port, sets, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert r0["step"] == r1["step"] == STEPS
+    assert r0["find_unused"] is False
     for k in r0["model"]:
         assert torch.equal(r0["model"][k], r1["model"][k]), k
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the ranks ran single-threaded: same kernels, same rounding
     try:
-        ref = _single_process_reference(_sets(tiny_corpus, tmp_path / "ref"))
+        ref = _single_process_reference(_sets(tiny_corpus, tmp_path / "ref", **{"optim.freeze_encoder_steps": freeze}))
     finally:
         torch.set_num_threads(threads)
     assert any(a != b for a, b in ref["batches"]), "the ranks should get unequal batch counts"
@@ -98,6 +108,13 @@ def test_ddp_equals_single_process_accumulation(tiny_corpus, tmp_path):
         assert torch.equal(r0["model"][k], v), (k, (r0["model"][k] - v).abs().max())
     init = Trainer(load_config(TrainConfig, None, _sets(tiny_corpus, tmp_path / "init"))).model.state_dict()
     assert not torch.equal(init["encoder.layernorm.weight"], ref["model"]["encoder.layernorm.weight"])
+    if freeze:  # the frozen steps really froze: the head moved, the encoder did not, then it did
+        frozen_sets = _sets(
+            tiny_corpus, tmp_path / "frozen", max_steps=freeze, **{"optim.freeze_encoder_steps": freeze}
+        )
+        frozen = _single_process_reference(frozen_sets, steps=freeze)
+        assert torch.equal(init["encoder.layernorm.weight"], frozen["model"]["encoder.layernorm.weight"])
+        assert not torch.equal(init["ctc.proj.weight"], frozen["model"]["ctc.proj.weight"])
 
     # rank 0 alone writes checkpoints and metrics
     exp = tmp_path / "ddp"

@@ -24,7 +24,17 @@ def cmd_decode(a: argparse.Namespace) -> None:
             num_workers=a.workers,
         )
     report = decode_set(
-        a.model, a.data, a.out, DecodeOptions(device=a.device, batch_seconds=a.batch_seconds, plots=a.plots, **beam)
+        a.model,
+        a.data,
+        a.out,
+        DecodeOptions(
+            device=a.device,
+            batch_seconds=a.batch_seconds,
+            plots=a.plots,
+            loader_workers=a.loader_workers,
+            precision=a.precision,
+            **beam,
+        ),
     )
     print(report.summary())
 
@@ -61,6 +71,15 @@ def register(sub) -> None:
     s.add_argument("--out", required=True, help="directory for hyp/ref trn, wer.txt, per_utt.tsv, plots")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--batch-seconds", type=float, default=200.0, help="seconds of audio per batch")
+    s.add_argument(
+        "--loader-workers",
+        type=int,
+        default=None,
+        help="processes reading and featurising the shards (default: 0 on CPU, cores - 1 up to 16 on CUDA)",
+    )
+    s.add_argument(
+        "--precision", choices=["auto", "bf16", "fp32"], default="auto", help="auto: bf16 autocast on CUDA, fp32 on CPU"
+    )
     s.add_argument("--plots", type=int, default=2, help="spectrogram+posterior plots to draw")
     s.add_argument("--method", choices=["greedy", "beam"], default="greedy", help="best path or beam search")
     beam_options(s)

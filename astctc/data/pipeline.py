@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader
@@ -55,7 +56,9 @@ class DataConfig:
     # refill, a deep queue lets it refill while the trainer consumes what is queued. A total,
     # not per worker: 12 workers x 32 large batches would pin gigabytes of shared memory
     prefetch: int = 32
-    max_duration: float = 30.0  # longer utterances are dropped from training (counted)
+    # longer utterances (after speed perturbation) are dropped from training, counted and
+    # logged; None: as long as the encoder's position table (encoder.max_frames) allows
+    max_duration: float | None = None
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mixup: MixupConfig = field(default_factory=MixupConfig)  # classification targets only
@@ -83,7 +86,14 @@ def label_target(value, cfg: LabelSpec, head: str, utt: str) -> torch.Tensor:
 
 
 class Featurizer:
-    """Sample dict (from ShardDataset) -> training item; runs inside DataLoader workers."""
+    """Sample dict (from ShardDataset) -> training item; runs inside DataLoader workers.
+
+    It drops (returns None for) what training cannot use, and records each drop in `dropped`
+    as (id, kind, detail), which the batcher hands on with the next batch so that the trainer
+    counts and logs them: "too_long" (longer than `max_duration` seconds after speed
+    perturbation, or more than `max_frames` fbank frames, the encoder's position table),
+    "no_target" (no transcript and no label) and "infeasible" (CTC needs more output frames
+    than the utterance has: `output_frames(fbank frames)` < tokens + repeated neighbours)."""
 
     def __init__(
         self,
@@ -94,6 +104,8 @@ class Featurizer:
         max_duration: float | None = None,
         perturb: AugmentConfig | None = None,
         heads: dict[str, LabelSpec] | None = None,
+        max_frames: int | None = None,
+        output_frames: Callable[[int], int] | None = None,
     ):
         self.features = features
         self.tokenizer = tokenizer
@@ -102,8 +114,11 @@ class Featurizer:
         self.seed = seed
         self.epoch = 0
         self.max_duration = max_duration
+        self.max_frames = max_frames
+        self.output_frames = output_frames
         self.heads = heads or {}
         self.keep_wav = False  # waveform-level mixup needs the audio in the item
+        self.dropped: list[tuple[str, str, str]] = []
 
     def labels(self, sample: dict) -> dict[str, torch.Tensor]:
         """{head: target} for the heads this sample has a label for."""
@@ -112,35 +127,71 @@ class Featurizer:
             h: label_target(given[h], cfg, h, sample["id"]) for h, cfg in self.heads.items() if given.get(h) is not None
         }
 
-    def __call__(self, sample: dict) -> dict | None:
-        wav = sample["wav"]
-        if self.max_duration and wav.numel() / self.features.sample_rate > self.max_duration:
+    def take_dropped(self) -> list[tuple[str, str, str]]:
+        out, self.dropped = self.dropped, []
+        return out
+
+    def _drop(self, utt: str, kind: str, detail: str) -> None:
+        self.dropped.append((utt, kind, detail))
+
+    def _generator(self, sample: dict) -> torch.Generator | None:
+        """The utterance's augmentation randomness: a function of (seed, epoch, id, copy)."""
+        if self.augment is None and self.perturb is None:
             return None
+        key = f"{self.seed}/{self.epoch}/{sample['id']}"
+        if sample.get("repeat"):  # a copy from balanced sampling: augmented differently
+            key += f"/{sample['repeat']}"
+        return torch.Generator().manual_seed(zlib.crc32(key.encode()))
+
+    def _speed(self, g: torch.Generator | None) -> float:
+        """The speed perturbation factor: the first draw from the utterance's generator."""
+        if self.perturb is None or len(self.perturb.speeds) < 2:
+            return 1.0
+        speeds = self.perturb.speeds
+        return speeds[int(torch.randint(len(speeds), (1,), generator=g))]
+
+    def plan(self, sample: dict) -> float | None:
+        """Seconds the utterance {"id", "duration"[, "repeat"]} will last after speed
+        perturbation, known before its audio is decoded; None (and recorded) if that is
+        longer than max_duration."""
+        seconds = sample["duration"] / self._speed(self._generator(sample))
+        if self.max_duration and seconds > self.max_duration:
+            self._drop(sample["id"], "too_long", f"{seconds:.2f} s > max_duration {self.max_duration:g} s")
+            return None
+        return seconds
+
+    def __call__(self, sample: dict) -> dict | None:
+        wav, utt = sample["wav"], sample["id"]
         text = sample.get("text", "") or ""
         has_text = self.tokenizer is not None and bool(normalize(text))
         labels = self.labels(sample)
         if (self.tokenizer is not None or self.heads) and not has_text and not labels:
             what = "an empty transcript" if not self.heads else "no transcript and no label"
-            log.warning("utterance %s has %s; skipped", sample["id"], what)
+            log.warning("utterance %s has %s; skipped", utt, what)
+            self._drop(utt, "no_target", what)
             return None
-        g = None
-        if self.augment is not None or self.perturb is not None:
-            key = f"{self.seed}/{self.epoch}/{sample['id']}"
-            if sample.get("repeat"):  # a copy from balanced sampling: augmented differently
-                key += f"/{sample['repeat']}"
-            g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
-        if self.perturb is not None and len(self.perturb.speeds) > 1:
-            speeds = self.perturb.speeds
-            wav = speed_perturb(wav, speeds[int(torch.randint(len(speeds), (1,), generator=g))])
-        item = {
-            "id": sample["id"],
-            "feats": self.features_of(wav, g),
-            "text": text,
-            "duration": wav.numel() / self.features.sample_rate,
-        }
+        g = self._generator(sample)
+        speed = self._speed(g)
+        if speed != 1.0:
+            wav = speed_perturb(wav, speed)
+        seconds = wav.numel() / self.features.sample_rate
+        if self.max_duration and seconds > self.max_duration:
+            self._drop(utt, "too_long", f"{seconds:.2f} s > max_duration {self.max_duration:g} s")
+            return None
+        feats = self.features_of(wav, g)
+        if self.max_frames is not None and feats.shape[0] > self.max_frames:
+            self._drop(utt, "too_long", f"{feats.shape[0]} frames > encoder.max_frames {self.max_frames}")
+            return None
+        item = {"id": utt, "feats": feats, "text": text, "duration": seconds}
         if self.tokenizer is not None:
             ids = self.tokenizer.encode(normalize(text)) if has_text else []
             item["targets"] = torch.tensor(ids, dtype=torch.long)
+            if ids and self.output_frames is not None:
+                need = len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))  # a blank between repeats
+                have = self.output_frames(feats.shape[0])
+                if have < need:
+                    self._drop(utt, "infeasible", f"{len(ids)} tokens need {need} CTC frames, {have} available")
+                    return None
         if self.heads:
             item["labels"] = labels
         if self.keep_wav:
@@ -217,8 +268,13 @@ def make_loader(
     epoch: int = 0,
     rank: int | None = None,
     world_size: int | None = None,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """A DataLoader over duration-bucketed dynamic batches of `shards` for one epoch."""
+    """A DataLoader over duration-bucketed dynamic batches of `shards` for one epoch.
+
+    Yields collated batch dicts, each with "dropped" (see BatchedShardDataset), and
+    {"dropped": [...]} alone where nothing of a batch was left. `pin_memory` (for CUDA) puts
+    batches in page-locked memory, so that `.to(device, non_blocking=True)` really overlaps."""
     featurizer.epoch = epoch
     kwargs = dict(shuffle=train, seed=seed, rank=rank, world_size=world_size, transform=featurizer)
     if train and cfg.balance.head:
@@ -245,4 +301,5 @@ def make_loader(
         prefetch_factor=max(2, -(-cfg.prefetch // cfg.num_workers)) if cfg.num_workers > 0 else None,
         generator=torch.Generator().manual_seed(seed * 1000 + epoch),  # leave the global RNG alone
         persistent_workers=False,
+        pin_memory=pin_memory,
     )

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..data.pipeline import DataConfig, Featurizer, make_loader
+from ..device import autocast
 from ..metrics import Report, score, write_report
 from ..models.model import ASTModel, load_model
 from ..tokenizer import Tokenizer
@@ -39,6 +40,8 @@ class DecodeOptions:
     alpha_grid: Sequence[float] = ALPHA_GRID
     beta_grid: Sequence[float] = BETA_GRID
     num_workers: int | None = None  # beam search processes; None: one per core
+    loader_workers: int | None = None  # processes reading and featurising; None: 0 on CPU, cores - 1 on CUDA
+    precision: str = "auto"  # auto: bf16 autocast on CUDA | bf16 | fp32
 
 
 @dataclass
@@ -50,6 +53,9 @@ class Forward:
     log_probs: list[np.ndarray] = field(default_factory=list)  # per utterance (beam method only)
     drawn: list[tuple[str, Tensor, Tensor]] = field(default_factory=list)  # id, fbank, log-probs to plot
     audio_seconds: float = 0.0
+    dropped: list[tuple[str, str, str]] = field(default_factory=list)  # (id, kind, detail) left out
+    first_batch: float = 0.0  # seconds until the loader's first batch
+    loader_wait: float = 0.0  # seconds spent waiting for the loader, the first batch included
 
 
 def decode_set(model_dir: str, shards: str, out_dir: str, opts: DecodeOptions | None = None) -> Report:
@@ -76,19 +82,44 @@ def decode_set(model_dir: str, shards: str, out_dir: str, opts: DecodeOptions | 
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    workers = opts.loader_workers
+    if workers is None:  # fbank runs ~800x real time per core: a GPU decoding at 5000x needs many
+        workers = 0 if loaded.device.type == "cpu" else min(16, max(1, (os.cpu_count() or 1) - 1))
+    # utterances longer than the position table are left out, listed and counted, not fatal
+    max_frames = loaded.model.cfg.encoder.max_frames
     loader = make_loader(
         shards,
-        Featurizer(loaded.features, None),
-        DataConfig(max_batch_seconds=opts.batch_seconds, num_workers=0),
+        Featurizer(loaded.features, None, max_frames=max_frames),
+        DataConfig(max_batch_seconds=opts.batch_seconds, num_workers=workers),
         train=False,
+        pin_memory=loaded.device.type == "cuda",
     )
     t0 = time.time()
-    fwd = forward(
-        loaded.model, loaded.tokenizer, loader, loaded.device, keep_log_probs=search is not None, plots=opts.plots
-    )
+    with autocast(loaded.device, opts.precision):
+        fwd = forward(
+            loaded.model, loaded.tokenizer, loader, loaded.device, keep_log_probs=search is not None, plots=opts.plots
+        )
+    if fwd.dropped:
+        with open(out / "dropped.tsv", "w", encoding="utf-8") as f:
+            f.writelines(f"{u}\t{kind}\t{detail}\n" for u, kind, detail in fwd.dropped)
+        log.warning(
+            "%s: %d utterance(s) left out of decoding (%s), listed in %s",
+            shards,
+            len(fwd.dropped),
+            ", ".join(f"{u} ({kind}: {detail})" for u, kind, detail in fwd.dropped[:3]),
+            out / "dropped.tsv",
+        )
     if not fwd.refs:
         raise ValueError(f"{shards}: no utterances to decode")
-    speed = {"audio_seconds": fwd.audio_seconds, "acoustic_seconds": time.time() - t0, "device": str(loaded.device)}
+    speed = {
+        "audio_seconds": fwd.audio_seconds,
+        "acoustic_seconds": time.time() - t0,
+        "device": str(loaded.device),
+        "dropped": len(fwd.dropped),
+        "first_batch_seconds": fwd.first_batch,
+        "loader_wait_seconds": fwd.loader_wait,
+        "loader_workers": workers,
+    }
     hyps = fwd.greedy
     if search is not None:
         hyps = beam_search(search, fwd, opts, model_dir, shards, speed)
@@ -115,10 +146,21 @@ def forward(
     """Run the model over every batch: greedy paths on the device, or the log-probabilities
     kept on the CPU for a beam search; and the first `plots` utterances for drawing."""
     fwd = Forward()
-    for batch in loader:
+    t0 = time.perf_counter()
+    batches = iter(loader)  # the loader's workers start reading now
+    if device.type == "cuda":
+        warm_up(model, device)  # meanwhile: libraries and kernels load on the first forward
+    while True:
+        t = time.perf_counter()
+        batch = next(batches, None)
+        fwd.loader_wait += time.perf_counter() - t
         if batch is None:
+            break
+        fwd.first_batch = fwd.first_batch or time.perf_counter() - t0
+        fwd.dropped += batch.get("dropped", [])
+        if "feats" not in batch:
             continue
-        r = model(batch["feats"].to(device), batch["lengths"].to(device))
+        r = model(batch["feats"].to(device, non_blocking=True), batch["lengths"])
         if keep_log_probs:
             fwd.log_probs += [r["log_probs"][b, : int(n)].float().cpu().numpy() for b, n in enumerate(r["lengths"])]
         else:
@@ -131,6 +173,16 @@ def forward(
             n, T = int(r["lengths"][b]), int(batch["lengths"][b])
             fwd.drawn.append((batch["ids"][b], batch["feats"][b, :T], r["log_probs"][b, :n].cpu()))
     return fwd
+
+
+def warm_up(model: ASTModel, device: torch.device) -> None:
+    """One forward of a dummy batch (a padded and a shorter utterance): on a GPU the first
+    forward loads cuBLAS, cuDNN and each kernel, a second or so that decoding an hour at
+    thousands of times real time would otherwise wait for."""
+    enc = model.cfg.encoder
+    frames = min(enc.max_frames, 1600)
+    model(torch.zeros(2, frames, enc.num_mel_bins, device=device), torch.tensor([frames, frames // 2]))
+    torch.cuda.synchronize(device)
 
 
 def beam_search(

@@ -55,8 +55,11 @@ class EncoderConfig:
     def freq_rows(self) -> int:
         return (self.num_mel_bins - self.patch_freq) // self.stride_freq + 1
 
-    def time_columns(self, frames: int) -> int:
-        """Token columns for `frames` fbank frames (inputs shorter than a patch are padded)."""
+    def time_columns(self, frames):
+        """Token columns for `frames` fbank frames (an int, or a tensor of them); inputs shorter
+        than a patch are padded to one."""
+        if isinstance(frames, Tensor):
+            return (frames.clamp(min=self.patch_time) - self.patch_time) // self.stride_time + 1
         frames = max(frames, self.patch_time)
         return (frames - self.patch_time) // self.stride_time + 1
 
@@ -149,14 +152,19 @@ def _varlen_attn():
     return varlen_attn
 
 
+# Left out of torch.compile: the batch's boundaries (utterance count, longest length) change
+# every batch, and traced they would be guarded on, recompiling the block for each new batch.
+@torch.compiler.disable
 def packed_attention(q: Tensor, k: Tensor, v: Tensor, packed: Packed, dropout_p: float = 0.0) -> Tensor:
     """Attention within each utterance of packed (tokens, H, Dh) q/k/v -> (tokens, H, Dh).
 
-    CUDA in fp16/bf16: flash-attention's varlen kernel, one launch for the whole batch and no
-    padding anywhere. Otherwise (CPU, fp32, attention dropout): SDPA per utterance, which
-    on CPU measured faster than nested-tensor SDPA (bench/README.md)."""
+    CUDA in fp16/bf16 with a head size flash-attention takes (a multiple of 8): its varlen
+    kernel, one launch for the whole batch and no padding anywhere. Otherwise (CPU, fp32,
+    attention dropout, other head sizes): SDPA per utterance, which on CPU measured faster
+    than nested-tensor SDPA (bench/README.md)."""
     varlen = _varlen_attn()
-    if varlen is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0:
+    fast = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0 and q.shape[-1] % 8 == 0
+    if fast and varlen is not None:
         return varlen(q, k, v, packed.cu_seqlens, packed.cu_seqlens, packed.max_len, packed.max_len)
     outs = []
     for qi, ki, vi in zip(*(t.split(packed.lengths) for t in (q, k, v))):
@@ -166,31 +174,45 @@ def packed_attention(q: Tensor, k: Tensor, v: Tensor, packed: Packed, dropout_p:
     return torch.cat(outs)
 
 
-def unpack(xp: Tensor, keep: Tensor) -> Tensor:
-    """Packed (tokens, D) -> padded (B, N, D) with zeros where `keep` (B, N) is False."""
-    return xp.new_zeros(*keep.shape, xp.shape[-1]).index_put((keep,), xp)
+def unpack(xp: Tensor, index: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Packed (tokens, D) -> padded (B, N, D) = `shape` + (D,): token i goes to flat position
+    index[i] of B x N, zeros elsewhere. (An index known in advance, not a boolean mask: masked
+    indexing has a data-dependent size, which makes the host wait for the device.)"""
+    B, N = shape
+    return xp.new_zeros(B * N, xp.shape[-1]).index_copy(0, index, xp).view(B, N, -1)
+
+
+def to_device(t: Tensor, device: torch.device) -> Tensor:
+    """A small CPU tensor onto `device` without making the host wait: pinned, asynchronous."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 class Grid:
     """Where the time columns of a token sequence are, so convolutions along time can run on
-    the padded (B, N, D) layout or the packed (tokens, D) one and never see padding."""
+    the padded (B, N, D) layout or the packed (tokens, D) one and never see padding.
+    `keep` (B, N) marks the real tokens; `index` their flat positions in B x N."""
 
-    def __init__(self, cfg: EncoderConfig, columns: int, keep: Tensor | None):
+    def __init__(
+        self, cfg: EncoderConfig, columns: int, keep: Tensor | None, index: Tensor | None = None, batch: int = 0
+    ):
         self.c, self.rows, self.T, self.keep = cfg.num_cls_tokens, cfg.freq_rows, columns, keep
+        self.index, self.B = index, batch
 
     def conv(self, x: Tensor, conv: nn.Conv1d) -> Tensor:
         """`conv` along time over each frequency row of x -> tensor shaped like x; class
         tokens pass through as zeros, padded columns are zeroed before the convolution."""
         packed = x.dim() == 2
         if packed:  # back to (B, N, D) with zeros at the padding
-            x = unpack(x, self.keep)
+            x = unpack(x, self.index, (self.B, self.c + self.rows * self.T))
         else:
             x = self.zero_padding(x)
         B, N, D = x.shape
         grid = x[:, self.c :].reshape(B * self.rows, self.T, D).transpose(1, 2)
         y = conv(grid).transpose(1, 2).reshape(B, self.rows * self.T, D)
         y = torch.cat([y.new_zeros(B, self.c, D), y], dim=1)
-        return y[self.keep] if packed else y
+        return y.flatten(0, 1).index_select(0, self.index) if packed else y
 
     def zero_padding(self, x: Tensor) -> Tensor:
         return x if self.keep is None else x * self.keep[..., None]
@@ -370,44 +392,51 @@ class ASTEncoder(nn.Module):
             block.compile(dynamic=True)
 
     def forward(self, feats: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
-        """feats: (B, T, num_mel_bins) normalised fbank; lengths: (B,) valid frames."""
+        """feats: (B, T, num_mel_bins) normalised fbank; lengths: (B,) valid frames.
+
+        The lengths decide shapes (masks, packing), which the host must know: they are read on
+        the CPU. Pass the loader's CPU tensor; a CUDA one costs one copy back (a device sync)."""
         cfg = self.cfg
         B, T, nbins = feats.shape
         if nbins != cfg.num_mel_bins:
             raise ValueError(f"expected {cfg.num_mel_bins} mel bins, got {nbins}")
-        if T < cfg.patch_time:  # shorter than one patch: pad (the same alone or in a batch)
-            feats = F.pad(feats, (0, 0, 0, cfg.patch_time - T))
-        if lengths is None:
-            lengths = torch.full((B,), T, device=feats.device)
-        columns = torch.tensor([cfg.time_columns(int(n)) for n in lengths], device=feats.device)
-        x = self.embeddings(feats)
-        total = (x.shape[1] - cfg.num_cls_tokens) // cfg.freq_rows
         if cfg.attention not in ("padded", "packed"):
             raise ValueError(f"encoder.attention must be padded or packed, not {cfg.attention!r}")
+        if T < cfg.patch_time:  # shorter than one patch: pad (the same alone or in a batch)
+            feats = F.pad(feats, (0, 0, 0, cfg.patch_time - T))
+        dev = feats.device
+        frames = torch.full((B,), T) if lengths is None else lengths.detach().to("cpu", torch.long)
+        columns = cfg.time_columns(frames)  # (B,) on the CPU
+        x = self.embeddings(feats)
+        total = (x.shape[1] - cfg.num_cls_tokens) // cfg.freq_rows
+        N = x.shape[1]
         padded = bool((columns < total).any())
-        keep = None
+        keep = index = None
         if padded:
-            valid_t = torch.arange(total, device=feats.device)[None, :] < columns[:, None]
-            keep = torch.cat(
+            valid_t = torch.arange(total)[None, :] < columns[:, None]
+            keep_cpu = torch.cat(
                 [
-                    torch.ones(B, cfg.num_cls_tokens, dtype=torch.bool, device=feats.device),
+                    torch.ones(B, cfg.num_cls_tokens, dtype=torch.bool),
                     valid_t[:, None, :].expand(B, cfg.freq_rows, total).reshape(B, -1),
                 ],
                 dim=1,
             )
-        grid = Grid(cfg, total, keep)
+            keep = to_device(keep_cpu, dev)
+            index = to_device(keep_cpu.flatten().nonzero().squeeze(1), dev)
+        grid = Grid(cfg, total, keep, index, B)
+        columns_dev = to_device(columns, dev)
         if self.conv_pos is not None:
             x = x + F.gelu(grid.conv(x, self.conv_pos))
         if cfg.attention == "packed" and padded:
-            lengths_tok = [cfg.num_cls_tokens + cfg.freq_rows * int(c) for c in columns]
-            cu = torch.tensor([0] + lengths_tok, device=feats.device).cumsum(0).to(torch.int32)
-            packed = Packed(cu, lengths_tok, max(lengths_tok))
-            xp = x[keep]  # (tokens, D), utterance after utterance
+            lengths_tok = (cfg.num_cls_tokens + cfg.freq_rows * columns).tolist()
+            cu = torch.tensor([0] + lengths_tok).cumsum(0).to(torch.int32)
+            packed = Packed(to_device(cu, dev), lengths_tok, max(lengths_tok))
+            xp = x.flatten(0, 1).index_select(0, index)  # (tokens, D), utterance after utterance
             for block in self.encoder.layer:
                 xp = block(xp, packed, grid)
             xp = self.layernorm(xp)
-            return EncoderOutput(unpack(xp, keep), columns, cfg.num_cls_tokens, cfg.freq_rows)
+            return EncoderOutput(unpack(xp, index, (B, N)), columns_dev, cfg.num_cls_tokens, cfg.freq_rows)
         mask = keep[:, None, None, :] if padded else None  # (B, 1, 1, N): True = may be attended to
         for block in self.encoder.layer:
             x = block(x, mask, grid)
-        return EncoderOutput(self.layernorm(x), columns, cfg.num_cls_tokens, cfg.freq_rows)
+        return EncoderOutput(self.layernorm(x), columns_dev, cfg.num_cls_tokens, cfg.freq_rows)

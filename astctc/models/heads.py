@@ -46,7 +46,11 @@ class CTCHead(nn.Module):
 
     @staticmethod
     def loss(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
-        """CTC loss in float32, summed over the batch and divided by the number of targets."""
+        """CTC loss in float32, summed over the batch and divided by the number of targets.
+
+        Lengths are best given on the CPU (torch reads them there; CUDA ones are copied back).
+        The data pipeline drops utterances CTC cannot align (Featurizer, "infeasible"), so
+        `zero_infinity` is only a guard here, not a silent filter."""
         loss = F.ctc_loss(
             log_probs.float().transpose(0, 1),
             targets,
@@ -56,7 +60,7 @@ class CTCHead(nn.Module):
             reduction="sum",
             zero_infinity=True,
         )
-        return loss / target_lengths.sum().clamp(min=1)
+        return loss / target_lengths.sum().clamp(min=1)  # a CPU scalar: no copy to wait for
 
 
 @dataclass
@@ -121,10 +125,12 @@ class ClassificationHead(nn.Module):
         (its parameters keep grad None, so AdamW neither moves nor decays them this step).
         """
         if mask is not None:
+            mask = mask.cpu()  # the loop passes the loader's CPU mask: no device sync
             if not bool(mask.any()):
                 return None
             if not bool(mask.all()):
-                logits, target = logits[mask], target[mask]
+                keep = mask.nonzero().squeeze(1).to(logits.device)
+                logits, target = logits.index_select(0, keep), target.index_select(0, keep.to(target.device))
         if self.cfg.multi_label:
             return F.binary_cross_entropy_with_logits(logits, target.float())
         if target.is_floating_point():

@@ -41,15 +41,18 @@ def prune_checkpoints(exp_dir: str | Path, keep: int) -> None:
 
 
 def rng_state() -> dict:
-    """The torch, numpy, Python (and CUDA) generators' states, as tensors and plain values that
-    torch.load(weights_only=True) accepts."""
+    """The torch, numpy, Python (and this process's CUDA device's) generators' states, as
+    tensors and plain values that torch.load(weights_only=True) accepts.
+
+    Only the current device's CUDA state: a process trains on one GPU, and a checkpoint must
+    resume on a machine with fewer GPUs (saving all of them made resuming on fewer crash)."""
     state = {
         "torch": torch.get_rng_state(),
         "numpy": _np_state(),
         "python": random.getstate(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -63,5 +66,8 @@ def set_rng_state(state: dict) -> None:
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, (list, tuple)):  # older checkpoints: one state per visible GPU
+            cuda = cuda[torch.cuda.current_device()] if torch.cuda.current_device() < len(cuda) else cuda[0]
+        torch.cuda.set_rng_state(cuda)

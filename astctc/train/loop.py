@@ -23,9 +23,10 @@ from tqdm import tqdm
 
 from ..config import load_config, save_config, to_dict
 from ..data.pipeline import Featurizer, make_loader
-from ..device import autocast, cpu_has_fast_bf16, resolve_device, use_bf16
+from ..device import autocast, cpu_has_fast_bf16, cuda_unavailable_reason, peak_tflops, resolve_device, use_bf16
 from ..logs import progress_disabled, setup_logging
-from ..models.model import ASTModel
+from ..models.flops import encoder_tokens, train_flops
+from ..models.model import ASTModel, ModelConfig
 from ..models.pretrained import init_from_pretrained, log_report
 from ..tokenizer import load_tokenizer
 from . import distributed
@@ -38,7 +39,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import TrainConfig, check_config
+from .config import TrainConfig, check_config, make_featurizer
 from .logbook import Logbook
 from .losses import batch_weight, head_losses, loss_weight, weighted_loss
 from .optim import make_optimizer
@@ -63,6 +64,13 @@ class Trainer:
         self.exp = Path(cfg.exp_dir)
         self.owns_group = distributed.owns_process_group()
         self.rank, self.world, self.device = distributed.init_distributed(resolve_device(cfg.device))
+        self.parallel = distributed.launched_by_torchrun()  # DDP, also with one process
+        if cfg.device == "auto" and self.device.type == "cpu":
+            log.warning(
+                "device auto: no usable GPU (%s), training on the CPU; set device: cuda to make "
+                "that an error, device: cpu to silence this",
+                cuda_unavailable_reason(),
+            )
         self.tokenizer = load_tokenizer(cfg.data.tokenizer) if cfg.model.ctc is not None else None
         if cfg.model.ctc is not None:
             cfg.model.ctc.vocab_size = self.tokenizer.vocab_size
@@ -70,18 +78,20 @@ class Trainer:
             head.resolve(name)
         _log_precision(self.device, cfg.precision)
         self.model = build_model(cfg, self.device, pretrained=not checkpoints(self.exp))
+        # under DDP the wrapper is made at the first step and remade when the encoder is frozen
+        # or unfrozen (DDP syncs the parameters that require a gradient when it is made), so
+        # that only a head without labels in a batch needs find_unused_parameters
         self.ddp = None
-        if self.world > 1:
-            # parameters without a gradient in a step: a frozen encoder, a head without labels
-            unused = cfg.optim.freeze_encoder_steps > 0 or bool(cfg.model.classifiers)
-            self.ddp = distributed.wrap_ddp(self.model, self.device, find_unused_parameters=unused)
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.max_steps)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0  # loader items of this epoch already trained on
-        self.encoder_frozen = False
+        self.encoder_frozen: bool | None = None  # None: not set yet
         self.rng_after_skip: dict | None = None  # a resumed run's RNG, restored at its data position
         self.logbook = Logbook(self.exp, rank=-1)  # keeps nothing; run() opens the run's
+        self.window = _Window()
+        self.peak_tflops = cfg.peak_tflops or peak_tflops(self.device)
+        self.bf16 = use_bf16(self.device, cfg.precision)
 
     # checkpoints ------------------------------------------------------------------------
 
@@ -150,18 +160,10 @@ class Trainer:
             cfg.model.encoder.freq_rows * cfg.model.encoder.frame_rate,
             self.device,
         )
-        if self.world > 1:
+        if self.parallel:
             log.info("DDP: rank %d of %d, %d batches per process per step", self.rank, self.world, cfg.grad_accum)
         self.logbook = Logbook(self.exp, self.rank, purge_step=self.step if resumed else None)
-        featurizer = Featurizer(
-            cfg.features,
-            self.tokenizer,
-            cfg.data.spec_augment,
-            cfg.seed,
-            cfg.data.max_duration,
-            cfg.data.augment,
-            heads=cfg.model.classifiers,
-        )
+        featurizer = make_featurizer(cfg, self.tokenizer, train=True)
         summary, batches = {}, None
 
         def more() -> bool:
@@ -182,6 +184,7 @@ class Trainer:
             self.save()
         if cfg.validate and cfg.data.valid and summary.get("step") != self.step:
             summary = self.validate_on_rank0()
+        self.report_dropped(self.window.take_dropped())  # the last epoch's tail
         self.logbook.close()
         self.logbook.plot()
         if self.owns_group:
@@ -193,7 +196,15 @@ class Trainer:
         """This epoch's training batches from `batch_in_epoch` on. Starting the iterator starts
         the loader's workers, which begin reading at once."""
         cfg = self.cfg
-        loader = make_loader(cfg.data.train, featurizer, cfg.data, train=True, seed=cfg.seed, epoch=self.epoch)
+        loader = make_loader(
+            cfg.data.train,
+            featurizer,
+            cfg.data,
+            train=True,
+            seed=cfg.seed,
+            epoch=self.epoch,
+            pin_memory=self.device.type == "cuda",
+        )
         batches = iter(loader)
         for _ in range(self.batch_in_epoch):  # data position of a resumed run (loader items)
             next(batches, None)
@@ -221,32 +232,30 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        window, first = _Window(), True
+        first = True
         while True:
-            group, used = take_batches(batches, cfg.grad_accum)
+            t_wait = time.perf_counter()
+            group, used, dropped = take_batches(batches, cfg.grad_accum)
+            self.window.wait += time.perf_counter() - t_wait
+            self.window.dropped += dropped
             ready = len(group) == cfg.grad_accum
-            if self.world > 1:
-                ready = distributed.all_ranks(ready, self.device)
+            if self.parallel:
+                ready = distributed.all_ranks(ready)
             if not ready:
                 break
             self.batch_in_epoch += used
-            if self.world > 1:
+            if self.parallel:
                 torch.manual_seed(distributed.step_seed(cfg.seed, self.rank, self.step))
             t_step = time.time()
-            loss = self.train_step(group)
+            loss, grad_norm = self.train_step(group)
             if first and cfg.compile:
                 log.info("step %d took %.1f s (torch.compile included)", self.step, time.time() - t_step)
             first = False
+            self.window.add(loss, grad_norm, group, self.cfg.model, not self.encoder_frozen)
             self.step += 1
-            window.add(loss, sum(b["seconds"] for b in group))
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}")
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                loss, rate = window.mean_loss(), window.rate()
-                if self.world > 1:  # mean loss over ranks, audio seconds per second of all ranks
-                    loss, rate = distributed.all_reduce([loss / self.world, rate], self.device)
-                self.log_train(loss, rate)
-                window = _Window()
+                self.log_train(bar)
             if self.step % cfg.checkpoint_every == 0:
                 self.save()
             if self.step >= cfg.max_steps:
@@ -255,8 +264,10 @@ class Trainer:
         bar.close()
         return True
 
-    def train_step(self, batch: dict | list[dict]) -> float:
-        """One optimiser step over a batch, or a list of batches (this rank's grad_accum ones).
+    def train_step(self, batch: dict | list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step over a batch, or a list of batches (this rank's grad_accum ones);
+        returns the loss and the gradient norm before clipping, as device tensors (reading them
+        would make the host wait for the device: the loop reads them at log steps only).
 
         Each batch's loss is weighted by its share of the step's CTC target tokens (utterances
         for a batch without them) over all batches of all ranks: the gradient is that of one
@@ -268,35 +279,43 @@ class Trainer:
         group = batch if isinstance(batch, list) else [batch]
         weights = [batch_weight(b) for b in group]
         total = sum(weights)
-        if self.world > 1:
-            total = distributed.all_reduce([total], self.device)[0]
-        value = 0.0
+        if self.parallel:
+            total = distributed.all_reduce([total])[0]
+        value = torch.zeros((), device=self.device)
         for i, (b, w) in enumerate(zip(group, weights)):
             sync = self.ddp is None or i == len(group) - 1  # DDP all-reduces at the last backward
             with nullcontext() if sync else self.ddp.no_sync():
                 loss = self.batch_loss(b)
                 if loss is not None:
                     (loss * (w * self.world / total)).backward()  # DDP divides by world size
-                    value += float(loss.detach()) * (w / sum(weights))
+                    value += loss.detach() * (w / sum(weights))
+        params = [p for p in self.model.parameters() if p.grad is not None]
         if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return value
+        return value, norm
 
     def freeze_encoder(self, frozen: bool) -> None:
         if frozen != self.encoder_frozen:  # no grad -> AdamW neither moves nor decays them
+            if self.encoder_frozen is not None or frozen:
+                log.info("step %d: encoder %s", self.step, "frozen" if frozen else "unfrozen")
             self.encoder_frozen = frozen
             self.model.encoder.requires_grad_(not frozen)
-            log.info("step %d: encoder %s", self.step, "frozen" if frozen else "unfrozen")
+            if self.parallel:  # DDP buckets the parameters that require a gradient when made
+                self.ddp = None
+                self.ddp = distributed.wrap_ddp(
+                    self.model, self.device, find_unused_parameters=bool(self.cfg.model.classifiers)
+                )
 
     def batch_loss(self, batch: dict) -> torch.Tensor | None:
         """Loss of one batch, normalised within the batch; None if it has no target."""
         feats = batch["feats"].to(self.device, non_blocking=True)
-        lengths = batch["lengths"].to(self.device)
-        with autocast(self.device, self.cfg.precision):
-            out = (self.ddp if self.ddp is not None else self.model)(feats, lengths)
+        with autocast(self.device, self.cfg.precision):  # lengths stay on the CPU (encoder doc)
+            out = (self.ddp if self.ddp is not None else self.model)(feats, batch["lengths"])
         return weighted_loss(self.losses(out, batch), self.cfg.loss_weights)
 
     def losses(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
@@ -310,7 +329,7 @@ class Trainer:
     def validate_on_rank0(self) -> dict:
         """Rank 0 validates on the whole set while the others wait: WER over all utterances."""
         summary = self.validate() if self.rank == 0 else {}
-        if self.world > 1:
+        if self.parallel:
             distributed.barrier()
         return summary
 
@@ -331,19 +350,79 @@ class Trainer:
         self.logbook.plot()
         return row
 
-    def log_train(self, loss: float, rate: float) -> None:
+    def log_train(self, bar=None) -> None:
+        """The window since the last log step: a metrics row, a log line, dropped utterances.
+        Reads the device's loss and gradient norm (the one wait for the device in the window)."""
+        w, self.window = self.window, _Window()
+        loss, grad_norm, grad_max = w.device_figures()
+        elapsed = max(time.perf_counter() - w.start, 1e-9)
+        figures = [loss, grad_norm, w.seconds, w.tokens, w.flops, w.wait, elapsed]
+        if self.parallel:  # mean loss, norm, wait and time over ranks, totals of the rest
+            figures = distributed.all_reduce(figures)
+            figures[0] /= self.world
+            figures[1] /= self.world
+            figures[5] /= self.world
+            figures[6] /= self.world
+        loss, grad_norm, seconds, tokens, flops, wait, elapsed = figures
         lr = self.scheduler.get_last_lr()[0]
-        self.logbook.write(
-            {
-                "split": "train",
-                "step": self.step,
-                "epoch": self.epoch,
-                "loss": loss,
-                "lr": lr,
-                "audio_seconds_per_second": rate,
-            }
+        row = {
+            "split": "train",
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "grad_norm_max": grad_max,
+            "audio_seconds_per_second": seconds / elapsed,
+            "tokens_per_second": tokens / elapsed,
+            "data_wait": wait / elapsed,
+        }
+        mfu = ""
+        if self.peak_tflops and self.bf16:
+            row["mfu"] = flops / elapsed / (self.peak_tflops * 1e12) / self.world
+            mfu = f" MFU {100 * row['mfu']:.1f}%"
+        dropped = self.report_dropped(w.take_dropped())
+        if dropped:
+            row.update({f"dropped_{k}": v for k, v in dropped.items()})
+        self.logbook.write(row)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.3f}")
+        log.info(
+            "step %d epoch %d loss %.4f lr %.2e grad norm %.2f %.0fx real time %.0f tokens/s%s data wait %.0f%%%s",
+            self.step,
+            self.epoch,
+            loss,
+            lr,
+            grad_norm,
+            row["audio_seconds_per_second"],
+            row["tokens_per_second"],
+            mfu,
+            100 * row["data_wait"],
+            "".join(f" {k} {v}" for k, v in dropped.items()),
         )
-        log.info("step %d epoch %d loss %.4f lr %.2e %.0fx real time", self.step, self.epoch, loss, lr, rate)
+
+    def report_dropped(self, dropped: list[tuple[str, str, str]]) -> dict[str, int]:
+        """Utterances the loader dropped (every rank's): appended to exp_dir/dropped.tsv by rank 0
+        with their reasons, a warning naming the first few; returns the counts per kind."""
+        if self.parallel:
+            dropped = [d for part in distributed.gather(dropped) for d in part]
+        counts: dict[str, int] = {}
+        for _, kind, _ in dropped:
+            counts[kind] = counts.get(kind, 0) + 1
+        if dropped and self.rank == 0:
+            path = self.exp / "dropped.tsv"
+            with open(path, "a", encoding="utf-8") as f:
+                for utt, kind, detail in dropped:
+                    f.write(f"{self.step}\t{self.epoch}\t{utt}\t{kind}\t{detail}\n")
+            first = ", ".join(f"{utt} ({kind}: {detail})" for utt, kind, detail in dropped[:3])
+            log.warning(
+                "%d utterance(s) dropped by the loader (%s), e.g. %s; all listed in %s",
+                len(dropped),
+                ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+                first,
+                path,
+            )
+        return counts
 
 
 def build_model(cfg: TrainConfig, device: torch.device, pretrained: bool) -> ASTModel:
@@ -358,35 +437,54 @@ def build_model(cfg: TrainConfig, device: torch.device, pretrained: bool) -> AST
     return model
 
 
-def take_batches(batches: Iterator, n: int) -> tuple[list[dict], int]:
-    """The next n batches (fewer where the epoch runs out), and how many loader items that took:
-    an item is None where the Featurizer dropped all of a batch's samples."""
-    group, used = [], 0
+def take_batches(batches: Iterator, n: int) -> tuple[list[dict], int, list]:
+    """The next n batches (fewer where the epoch runs out), how many loader items that took, and
+    the utterances the loader dropped meanwhile: an item without "feats" only reports drops."""
+    group, used, dropped = [], 0, []
     for batch in batches:
         used += 1
-        if batch is not None:
+        if batch is None:
+            continue
+        dropped += batch.get("dropped", [])
+        if "feats" in batch:
             group.append(batch)
             if len(group) == n:
                 break
-    return group, used
+    return group, used, dropped
 
 
 class _Window:
-    """The steps since the last log line: their losses and audio seconds."""
+    """The steps since the last log line: their losses and gradient norms (device tensors, read
+    at the log step), audio seconds, encoder tokens, model FLOPs, time waiting for the loader,
+    and the utterances the loader dropped."""
 
     def __init__(self):
-        self.start, self.seconds, self.losses = time.time(), 0.0, []
+        self.start = time.perf_counter()
+        self.seconds = self.tokens = self.flops = self.wait = 0.0
+        self.losses: list[torch.Tensor] = []
+        self.norms: list[torch.Tensor] = []
+        self.dropped: list[tuple[str, str, str]] = []
 
-    def add(self, loss: float, seconds: float) -> None:
-        self.seconds += seconds
+    def add(self, loss: torch.Tensor, norm: torch.Tensor, group: list[dict], model: ModelConfig, backward: bool):
         self.losses.append(loss)
+        self.norms.append(norm)
+        for b in group:
+            frames = b["lengths"].tolist()  # a CPU tensor
+            self.seconds += b["seconds"]
+            self.tokens += sum(encoder_tokens(model.encoder, n) for n in frames)
+            self.flops += train_flops(model, frames, encoder_backward=backward)
 
-    def mean_loss(self) -> float:
-        return sum(self.losses) / len(self.losses)
+    def device_figures(self) -> tuple[float, float, float]:
+        """(mean loss, mean gradient norm, largest gradient norm): one read of the device."""
+        if not self.losses:
+            return float("nan"), float("nan"), float("nan")
+        norms = torch.stack([n.float() for n in self.norms])
+        loss, mean, top = torch.stack([torch.stack(self.losses).mean(), norms.mean(), norms.max()]).tolist()
+        return loss, mean, top
 
-    def rate(self) -> float:
-        """Audio seconds trained on per second."""
-        return self.seconds / max(time.time() - self.start, 1e-9)
+    def take_dropped(self) -> list[tuple[str, str, str]]:
+        out, self.dropped = self.dropped, []
+        return out
 
 
 def _log_precision(device: torch.device, precision: str) -> None:

@@ -11,21 +11,26 @@ from ..models.model import ASTModel
 def head_losses(model: ASTModel, out: dict, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
     """Loss of each head over the samples that have its target: "ctc" over those with a
     transcript (per target token), a classifier over those with its label (mean). A head
-    with no target in the batch is absent: it adds no loss and no gradient."""
+    with no target in the batch is absent: it adds no loss and no gradient.
+
+    Which samples take part is decided on the CPU, from the batch's lengths and masks (the
+    loader's tensors), so the host never waits for the device here."""
     core = getattr(model, "module", model)  # under a DDP wrapper
     parts: dict[str, torch.Tensor] = {}
     if core.ctc is not None and "target_lengths" in batch:
-        targets = batch["targets"].to(device)
-        tl = batch["target_lengths"].to(device)
+        targets = batch["targets"].to(device, non_blocking=True)
+        tl = batch["target_lengths"]
+        frames = core.cfg.encoder.time_columns(batch["lengths"])  # CTC frames per utterance, CPU
         has = tl > 0
         if bool(has.all()):
-            parts["ctc"] = CTCHead.loss(out["log_probs"], out["lengths"], targets, tl)
+            parts["ctc"] = CTCHead.loss(out["log_probs"], frames, targets, tl)
         elif bool(has.any()):  # targets holds only the transcribed samples' tokens already
-            parts["ctc"] = CTCHead.loss(out["log_probs"][has], out["lengths"][has], targets, tl[has])
+            idx = has.nonzero().squeeze(1)
+            log_probs = out["log_probs"].index_select(0, idx.to(device, non_blocking=True))
+            parts["ctc"] = CTCHead.loss(log_probs, frames[idx], targets, tl[idx])
     for name, head in core.classifiers.items():
         if name in batch.get("labels", {}):
-            mask = batch["label_mask"][name].to(device)
-            part = head.loss(out[name], batch["labels"][name].to(device), mask)
+            part = head.loss(out[name], batch["labels"][name].to(device), batch["label_mask"][name])
             if part is not None:
                 parts[name] = part
     return parts

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
-from ..data.pipeline import Featurizer, make_loader
+from ..data.pipeline import make_loader
 from ..decode import greedy_decode
 from ..device import autocast
 from ..metrics import accuracy, mean_average_precision, score
 from ..models.model import ASTModel
 from ..tokenizer import Tokenizer
-from .config import TrainConfig
+from .config import TrainConfig, make_featurizer
 from .losses import head_losses, loss_weight
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -20,16 +24,26 @@ def validate(model: ASTModel, cfg: TrainConfig, tokenizer: Tokenizer | None, dev
     "loss_<head>": per head (when there is more than CTC), "acc_<head>" (single-label) or
     "map_<head>" (multi-label): of each classifier on its labelled samples}. Percentages in 0-100."""
     core = getattr(model, "module", model)
-    featurizer = Featurizer(cfg.features, tokenizer, None, cfg.seed, heads=cfg.model.classifiers)
-    loader = make_loader(cfg.data.valid, featurizer, cfg.data, train=False, seed=cfg.seed, rank=0, world_size=1)
+    featurizer = make_featurizer(cfg, tokenizer, train=False)
+    loader = make_loader(
+        cfg.data.valid,
+        featurizer,
+        cfg.data,
+        train=False,
+        seed=cfg.seed,
+        rank=0,
+        world_size=1,
+        pin_memory=device.type == "cuda",
+    )
     model.eval()
-    refs, hyps, sums = {}, {}, {}
+    refs, hyps, sums, dropped = {}, {}, {}, []
     scored: dict[str, tuple[list, list]] = {h: ([], []) for h in core.classifiers}
     for batch in loader:
-        if batch is None:
+        dropped += batch.get("dropped", [])
+        if "feats" not in batch:
             continue
         with autocast(device, cfg.precision):
-            out = model(batch["feats"].to(device), batch["lengths"].to(device))
+            out = model(batch["feats"].to(device, non_blocking=True), batch["lengths"])
         for name, part in head_losses(model, out, batch, device).items():
             n = int(batch["target_lengths"].sum()) if name == "ctc" else int(batch["label_mask"][name].sum())
             total, count = sums.get(name, (0.0, 0))
@@ -43,6 +57,14 @@ def validate(model: ASTModel, cfg: TrainConfig, tokenizer: Tokenizer | None, dev
             scored[name][0].append(batch["labels"][name][mask])
             scored[name][1].append(out[name][mask.to(out[name].device)].float().cpu())
     model.train()
+    if dropped:
+        log.warning(
+            "validation on %s left out %d utterance(s): %s",
+            cfg.data.valid,
+            len(dropped),
+            ", ".join(f"{u} ({kind}: {detail})" for u, kind, detail in dropped[:10])
+            + (" ..." if len(dropped) > 10 else ""),
+        )
     mean = {name: total / max(count, 1) for name, (total, count) in sums.items()}
     figures = {"loss": sum(loss_weight(cfg.loss_weights, n) * v for n, v in mean.items())}
     if refs:
@@ -58,4 +80,6 @@ def validate(model: ASTModel, cfg: TrainConfig, tokenizer: Tokenizer | None, dev
             figures[f"map_{name}"] = 100 * mean_average_precision(y.numpy(), torch.sigmoid(z).numpy())
         else:
             figures[f"acc_{name}"] = 100 * accuracy(y.argmax(1).numpy(), z.argmax(1).numpy())
+    if dropped:
+        figures["dropped"] = len(dropped)
     return figures
