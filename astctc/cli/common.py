@@ -15,6 +15,13 @@ ALPHA_GRID = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 BETA_GRID = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
 TRANSCRIPTS = ("words", "phonemes")
 
+# What --data (and data.train / data.valid) take: astctc.data.sources.resolve_shards
+SHARDS_HELP = (
+    "shard set: a directory, its index.json or one .tar; a brace list (DIR/{000000..000003}.tar); "
+    "an index.json URL or a directory URL ending in /; or a brace list of URLs or pipe: commands "
+    "('https://host/train/{000000..000511}.tar', 'pipe:aws s3 cp s3://bucket/train/{000000..000511}.tar -')"
+)
+
 
 class HelpFormatter(argparse.HelpFormatter):
     """Appends "(default: X)" to an option's help when it has a default worth showing."""

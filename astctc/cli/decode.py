@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import ALPHA_GRID, BETA_GRID, add_parser, beam_config, beam_options, floats
+from .common import ALPHA_GRID, BETA_GRID, SHARDS_HELP, add_parser, beam_config, beam_options, floats
 
 
 def cmd_decode(a: argparse.Namespace) -> None:
@@ -67,7 +67,7 @@ def cmd_score(a: argparse.Namespace) -> None:
 def register(sub) -> None:
     s = add_parser(sub, "decode", "decode a shard set and score it", cmd_decode)
     s.add_argument("--model", required=True, help="model directory")
-    s.add_argument("--data", required=True, help="shard directory")
+    s.add_argument("--data", required=True, help=SHARDS_HELP)
     s.add_argument("--out", required=True, help="directory for hyp/ref trn, wer.txt, per_utt.tsv, plots")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--batch-seconds", type=float, default=200.0, help="seconds of audio per batch")

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .common import add_parser, beam_config, beam_options
+from .common import SHARDS_HELP, add_parser, beam_config, beam_options
 
 
 def cmd_transcribe(a: argparse.Namespace) -> None:
@@ -68,7 +68,7 @@ def register(sub) -> None:
 
     s = add_parser(sub, "evaluate", "accuracy, macro-F1, confusion matrix / mAP of classifier heads", cmd_evaluate)
     s.add_argument("--model", required=True, help="model directory")
-    s.add_argument("--data", required=True, help="shard directory")
+    s.add_argument("--data", required=True, help=SHARDS_HELP)
     s.add_argument("--out", required=True, help="directory for scores.json and per-head reports")
     s.add_argument("--head", default=None, help="one head (default: all)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -34,6 +34,7 @@ from functools import lru_cache
 from typing import Iterator
 
 from .shards import ShardDataset, _resolve_shards
+from .sources import is_url, open_shard
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,32 @@ def sample_classes(meta: dict, head: str) -> list[str]:
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
 
 
+def _json_members(shard: str) -> Iterator[bytes]:
+    """The .json members of one tar: a local one is read by seeking past the audio, a URL
+    streamed whole (through `open_shard`, in tarfile's stream mode)."""
+    if not is_url(shard):
+        with tarfile.open(shard, "r:") as tar:
+            for m in tar:
+                if m.isfile() and m.name.endswith(".json"):
+                    yield tar.extractfile(m).read()
+        return
+    with open_shard(shard) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        for m in tar:
+            if m.isfile() and m.name.endswith(".json"):
+                yield tar.extractfile(m).read()
+            tar.members = []  # a stream's members need not be kept
+
+
 @lru_cache(maxsize=8)
 def _counts(shards: tuple[str, ...], head: str) -> tuple[tuple[str, int], ...]:
     counts: Counter = Counter()
     for shard in shards:
-        with tarfile.open(shard, "r:") as tar:  # seeks past the audio; reads only the json
-            for m in tar:
-                if m.isfile() and m.name.endswith(".json"):
-                    try:
-                        meta = json.loads(tar.extractfile(m).read())
-                    except (ValueError, UnicodeDecodeError):
-                        continue  # the reader reports it when it meets it
-                    counts.update(sample_classes(meta, head))
+        for data in _json_members(shard):
+            try:
+                meta = json.loads(data)
+            except (ValueError, UnicodeDecodeError):
+                continue  # the reader reports it when it meets it
+            counts.update(sample_classes(meta, head))
     return tuple(sorted(counts.items()))
 
 

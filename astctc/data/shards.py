@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from astctc.audio import SAMPLE_RATE, AudioError, encode_flac, load_audio
 from astctc.data.manifest import read_manifest
+from astctc.data.sources import open_shard, resolve_shards
 from astctc.logs import progress_disabled
 
 log = logging.getLogger(__name__)
@@ -174,19 +175,9 @@ def write_shards(
 
 
 def _resolve_shards(shards) -> tuple[list[str], int | None]:
-    """Shard paths (and the total sample count when an index says it) from a dir, an
-    index.json, one tar or a list of tars."""
-    if isinstance(shards, (str, os.PathLike)):
-        p = Path(shards)
-        if p.is_dir() and (p / INDEX).exists():
-            p = p / INDEX
-        if p.is_dir():
-            return sorted(str(t) for t in p.glob("*.tar")), None
-        if p.suffix == ".json":
-            index = json.loads(p.read_text(encoding="utf-8"))
-            return [str(p.parent / s["name"]) for s in index["shards"]], index.get("count")
-        return [str(p)], None
-    return [str(s) for s in shards], None
+    """Shard paths or URLs (and the total sample count when an index says it) from a dir, an
+    index.json, one tar, a list of tars, a brace list or a URL: `sources.resolve_shards`."""
+    return resolve_shards(shards)
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -285,7 +276,7 @@ class ShardDataset(IterableDataset):
             return True  # keep going: the next member, or the next shard
 
         try:
-            f = open(shard, "rb")
+            f = open_shard(shard)  # a local file, or a URL through webdataset's gopen
         except OSError as e:
             self._skip(shard, e)
             return

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..data.pipeline import DataConfig, Featurizer, make_loader
+from ..data.sources import is_url
 from ..device import autocast
 from ..metrics import Report, score, write_report
 from ..models.model import ASTModel, load_model
@@ -196,7 +197,11 @@ def beam_search(
             result = tune(search, fwd.log_probs, fwd.refs, opts.alpha_grid, opts.beta_grid)
             search.alpha, search.beta = result.alpha, result.beta
             path = record_tuning(
-                result, search.lm_files.tuned, model=model, data=str(Path(shards).resolve()), beam=asdict(search.cfg)
+                result,
+                search.lm_files.tuned,
+                model=model,
+                data=shards if is_url(shards) else str(Path(shards).resolve()),  # a URL is not a path
+                beam=asdict(search.cfg),
             )
             log.info(
                 "tuned on %s: alpha=%g beta=%g WER %.2f -> %s", shards, result.alpha, result.beta, result.wer, path
