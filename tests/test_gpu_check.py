@@ -1,0 +1,26 @@
+"""bench/gpu_check.sh, the one script a GPU session runs, kept from rotting: it runs here at toy
+size on the CPU (every section; the CUDA-only ones say so)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_runs_at_toy_size_on_cpu(tmp_path):
+    proc = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh"), "--toy", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert result["failed"] == [] and result["skipped"] == []
+    for section in ("varlen", "throughput", "decode", "smoke", "ddp", "resume", "trainer", "loader"):
+        assert section in result["figures"], section
+    assert "| check |" in proc.stdout
