@@ -488,12 +488,15 @@ class BatchedShardDataset(IterableDataset):
         ended = not read(self.bucket_buffer)
         while not ended:
             batches, buf = self._cut(buf, rng, final=False)
-            for batch in batches:
+            batches.reverse()
+            while batches:  # popped, so an emitted batch's samples are freed: one buffer held, not two
+                batch = batches.pop()
                 yield self._emit(batch, lazy)
                 ended = ended or not read(len(batch))  # refill as we go, not in one burst
         batches, _ = self._cut(buf, rng, final=True)
-        for batch in batches:
-            yield self._emit(batch, lazy)
+        batches.reverse()
+        while batches:
+            yield self._emit(batches.pop(), lazy)
         take = getattr(self.source, "take_dropped", None)
         dropped = take() if take is not None else []
         if dropped:
