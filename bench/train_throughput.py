@@ -284,7 +284,9 @@ def sdpa_context(name: str | None):
 def kernel_table(prof, step_seconds: float, rows: int = 25) -> str:
     """The profiled step's device time by kernel (self time, most first), and by kind: matrix
     products, attention, the rest (elementwise, norms, copies): where an MFU goes."""
-    events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    # kernels only: an operator (aten::mm, ...) also reports the device time of the kernels it launched
+    ops = ("aten::", "autograd::", "Optimizer.", "torch::", "cuda")
+    events = [e for e in prof.key_averages() if e.self_device_time_total > 0 and not e.key.startswith(ops)]
     events.sort(key=lambda e: -e.self_device_time_total)
     total = sum(e.self_device_time_total for e in events) or 1.0
 

@@ -21,7 +21,7 @@ LAYOUTS = {
 
 
 def small(layout: str, **kw) -> EncoderConfig:
-    return EncoderConfig(embed_dim=48, depth=3, num_heads=4, max_frames=600, **LAYOUTS[layout], **kw)
+    return EncoderConfig(**{"embed_dim": 48, "depth": 3, "num_heads": 4, "max_frames": 600, **LAYOUTS[layout], **kw})
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -13,10 +13,11 @@ from tests.test_model import LAYOUTS, small
 LENGTHS = [400, 257, 31, 9]  # 9 frames: shorter than one 16-frame patch
 
 
-def _pair(layout: str) -> tuple[ASTModel, ASTModel]:
+def _pair(layout: str, **kw) -> tuple[ASTModel, ASTModel]:
     torch.manual_seed(0)
+    enc = small(layout, **kw)
     padded = ASTModel(
-        ModelConfig(small(layout), CTCHeadConfig(vocab_size=12, dropout=0.0), {"cls": ClassifierConfig(num_classes=3)})
+        ModelConfig(enc, CTCHeadConfig(vocab_size=12, dropout=0.0), {"cls": ClassifierConfig(num_classes=3)})
     )
     packed = copy.deepcopy(padded)
     packed.encoder.cfg.attention = "packed"
@@ -153,8 +154,10 @@ def test_seconds_squared_budget_caps_long_batches():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="flash-attention varlen needs CUDA")
-def test_packed_varlen_on_cuda_bf16_close_to_padded(monkeypatch):
-    """On CUDA under bf16 autocast the packed path runs flash-attention's varlen kernel; its
+@pytest.mark.parametrize("heads", [3, 4])  # head size 16: flash varlen; 12: not a multiple of 8, SDPA
+def test_packed_varlen_on_cuda_bf16_close_to_padded(monkeypatch, heads):
+    """On CUDA under bf16 autocast the packed path runs flash-attention's varlen kernel where the
+    head size allows it (a multiple of 8) and SDPA per utterance where not; either way its
     outputs match the padded SDPA path to bf16 precision."""
     import astctc.models.encoder as E
 
@@ -163,7 +166,7 @@ def test_packed_varlen_on_cuda_bf16_close_to_padded(monkeypatch):
     assert real is not None, "torch.nn.attention.varlen missing"
     monkeypatch.setattr(E, "_varlen_attn", lambda: lambda *a, **k: calls.append(1) or real(*a, **k))
     for layout in LAYOUTS:
-        padded, packed = (m.cuda() for m in _pair(layout))
+        padded, packed = (m.cuda() for m in _pair(layout, num_heads=heads))
         feats, lengths, targets, tl = (t.cuda() for t in _batch())
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out_a, loss_a = _loss(padded, feats, lengths, targets, tl)
@@ -173,4 +176,4 @@ def test_packed_varlen_on_cuda_bf16_close_to_padded(monkeypatch):
         assert abs(float(loss_a) - float(loss_b)) < 2e-2 * abs(float(loss_a))
         loss_b.backward()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in packed.parameters())
-    assert calls, "the varlen kernel was not used"
+    assert bool(calls) == (48 // heads % 8 == 0), "flash varlen used where the head size allows, only there"
