@@ -13,11 +13,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path:
-    """Train loss, validation loss and WER/CER against the step, from metrics.jsonl."""
+    """Train loss, validation loss and WER/CER, learning rate; gradient norm, speed (x real time,
+    MFU) and the share of time waiting for data, against the step, from metrics.jsonl."""
     rows = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
     train = [r for r in rows if r.get("split") == "train"]
     valid = [r for r in rows if r.get("split") == "valid"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, grid = plt.subplots(2, 3, figsize=(14, 7.2))
+    axes = grid[0]
     ax = axes[0]
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8, label="train")
     if valid:
@@ -36,6 +38,31 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path:
     ax = axes[2]
     ax.plot([r["step"] for r in train], [r["lr"] for r in train], lw=1)
     ax.set(xlabel="step", title="learning rate")
+
+    def series(key: str) -> list:
+        return [(r["step"], r[key]) for r in train if r.get(key) is not None]
+
+    ax = grid[1][0]
+    for key, label in (("grad_norm", "mean"), ("grad_norm_max", "max")):
+        if series(key):
+            ax.plot(*zip(*series(key)), lw=0.8, label=label)
+    ax.set(xlabel="step", title="gradient norm (before clipping)", yscale="log")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    ax = grid[1][1]
+    if series("audio_seconds_per_second"):
+        ax.plot(*zip(*series("audio_seconds_per_second")), lw=0.8)
+    ax.set(xlabel="step", ylabel="x real time", title="speed" + (" and MFU" if series("mfu") else ""))
+    if series("mfu"):
+        twin = ax.twinx()
+        steps, mfu = zip(*series("mfu"))
+        twin.plot(steps, [100 * m for m in mfu], lw=0.8, color="tab:orange")
+        twin.set(ylabel="MFU %")
+    ax = grid[1][2]
+    if series("data_wait"):
+        steps, wait = zip(*series("data_wait"))
+        ax.plot(steps, [100 * w for w in wait], lw=0.8)
+    ax.set(xlabel="step", ylabel="%", title="time waiting for the loader")
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)

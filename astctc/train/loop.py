@@ -341,11 +341,13 @@ class Trainer:
             **validate(self.model, self.cfg, self.tokenizer, self.device),
         }
         self.logbook.write(row)
-        figures = " ".join(
-            f"{k} {v:.4f}" if k.startswith("loss") else f"{k.upper()} {v:.2f}%"
-            for k, v in row.items()
-            if k not in ("split", "step", "epoch")
-        )
+
+        def figure(k: str, v) -> str:
+            if k.startswith("loss"):
+                return f"{k} {v:.4f}"
+            return f"{v} left out" if k == "dropped" else f"{k.upper()} {v:.2f}%"
+
+        figures = " ".join(figure(k, v) for k, v in row.items() if k not in ("split", "step", "epoch"))
         log.info("valid epoch %d step %d: %s", self.epoch, self.step, figures)
         self.logbook.plot()
         return row
