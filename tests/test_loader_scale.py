@@ -35,7 +35,8 @@ def test_loader_scale_toy(tmp_path):
     assert 0 <= res["padding_fraction"] < 1
     assert res["first_batch_s"] > 0 and len(res["batch_log"]) == 5
     assert res["longest_wait_after_warmup_s"] is not None and res["wait_p50_s"] is not None
-    assert len(res["worker_peak_rss_gib"]) == 2 and res["worker_peak_rss_max_gib"] > 0
+    # workers are sampled once a second: in a run this short one may end before it is seen
+    assert 1 <= len(res["worker_peak_rss_gib"]) <= 2 and res["worker_peak_rss_max_gib"] > 0
     assert res["main_peak_rss_gib"] > 0 and res["audio_hours"] > 0
     for key in ("wait_p99_s", "waits_over_stall", "step_budget_s", "elapsed_s", "dropped_utterances"):
         assert key in res
