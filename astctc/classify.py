@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .data.pipeline import DataConfig, Featurizer, make_loader
+from .data.shards import IncompleteSetError, loss_report
 from .inference import WindowedModel
 from .metrics import accuracy, average_precision, confusion_matrix, macro_f1, mean_average_precision
 from .models.model import load_model
@@ -98,8 +99,11 @@ def evaluate_set(
     head: str | None = None,
     device: str = "auto",
     batch_seconds: float = 200.0,
+    allow_missing: bool = False,
 ) -> dict:
     """Score the classification heads of a model on the labelled samples of a shard set.
+    Clips lost on the way (unreadable, too long, missing from their shards) are an error after
+    the reports are written, unless `allow_missing`.
 
     Writes to out_dir: scores.json (every head), and per head <head>.txt (summary, per-class
     figures, confusion matrix for single-label heads), <head>_confusion.png and
@@ -121,25 +125,20 @@ def evaluate_set(
     )
     ids = {h: [] for h in heads}
     targets, probs = {h: [] for h in heads}, {h: [] for h in heads}
-    dropped = []
+    dropped, seen = [], 0
     with torch.no_grad():
         for batch in loader:
             dropped += batch.get("dropped", [])
             if "feats" not in batch:
                 continue
+            seen += len(batch["ids"])
             r = model(batch["feats"].to(dev), batch["lengths"])
             for h, mask in batch.get("label_mask", {}).items():
                 p = model.classifiers[h].probabilities(r[h]).float().cpu()
                 ids[h] += [i for i, m in zip(batch["ids"], mask.tolist()) if m]
                 targets[h].append(batch["labels"][h][mask])
                 probs[h].append(p[mask])
-    if dropped:
-        log.warning(
-            "%s: %d clip(s) left out (%s)",
-            shards,
-            len(dropped),
-            ", ".join(f"{u} ({kind}: {detail})" for u, kind, detail in dropped[:10]),
-        )
+    lost = loss_report(seen, dropped, loader.dataset.source.num_samples)
     unlabelled = [h for h in heads if not ids[h]]
     if len(unlabelled) == len(heads):
         raise ValueError(f"{shards}: no sample has a label for head {' or '.join(unlabelled)}")
@@ -206,6 +205,13 @@ def evaluate_set(
         )
         scores[h] = s
     (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    if lost is not None:
+        with open(out / "dropped.tsv", "w", encoding="utf-8") as f:
+            f.writelines(f"{u}\t{kind}\t{detail}\n" for u, kind, detail in dropped)
+        where = f"{shards}: {lost}; the scores in {out} cover what was read, losses listed in {out / 'dropped.tsv'}"
+        if not allow_missing:
+            raise IncompleteSetError(f"{where}; --allow-missing accepts a partial set")
+        log.warning("%s (--allow-missing)", where)
     return scores
 
 

@@ -12,7 +12,7 @@ import torch
 
 from astctc.config import load_config
 from astctc.data.pipeline import DataConfig, Featurizer, make_loader
-from astctc.data.shards import BatchedShardDataset, ShardDataset
+from astctc.data.shards import BatchedShardDataset, IncompleteSetError, ShardDataset
 from astctc.features import FeatureConfig
 from astctc.models.encoder import EncoderConfig
 from astctc.models.heads import CTCHeadConfig
@@ -50,7 +50,7 @@ def test_clip_too_long_after_speed_perturbation_is_dropped_not_fatal(tiny_corpus
 def test_decode_leaves_out_what_the_position_table_cannot_hold(tiny_corpus, tmp_path):
     """A model whose table covers 1.5 s decodes 1 s and 2 s clips: the 2 s ones are left out,
     listed and counted. Before: the encoder raised, naming no utterance."""
-    from astctc.decode import decode_set
+    from astctc.decode import DecodeOptions, decode_set
 
     data = tmp_path / "data"
     _short_shards(tiny_corpus, data, keep_whole=10)  # 10 clips of 2 s, 2 of 1 s
@@ -60,11 +60,13 @@ def test_decode_leaves_out_what_the_position_table_cannot_hold(tiny_corpus, tmp_
     trainer = Trainer(load_config(TrainConfig, None, sets))
     trainer.run()
     model_dir = trainer.model.save(tmp_path / "model", trainer.cfg.features, trainer.tokenizer)
-    report = decode_set(str(model_dir), str(data / "shards"), str(tmp_path / "dec"))
+    with pytest.raises(IncompleteSetError, match="2 of 12 utterances scored; 10 utterance"):
+        decode_set(str(model_dir), str(data / "shards"), str(tmp_path / "dec"))  # all written first
     dropped = (tmp_path / "dec" / "dropped.tsv").read_text().splitlines()
     assert len(dropped) == 10 and all("\ttoo_long\t" in d for d in dropped)
-    assert report.num_utts == 2
     assert json.loads((tmp_path / "dec" / "speed.json").read_text())["dropped"] == 10
+    report = decode_set(str(model_dir), str(data / "shards"), str(tmp_path / "dec"), DecodeOptions(allow_missing=True))
+    assert report.num_utts == 2
 
 
 def _short_shards(corpus, out, keep_whole: int) -> None:

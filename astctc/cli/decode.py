@@ -33,6 +33,7 @@ def cmd_decode(a: argparse.Namespace) -> None:
             plots=a.plots,
             loader_workers=a.loader_workers,
             precision=a.precision,
+            allow_missing=a.allow_missing,
             **beam,
         ),
     )
@@ -79,6 +80,12 @@ def register(sub) -> None:
     )
     s.add_argument(
         "--precision", choices=["auto", "bf16", "fp32"], default="auto", help="auto: bf16 autocast on CUDA, fp32 on CPU"
+    )
+    s.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="score what could be decoded when utterances are lost (unreadable, too long, missing "
+        "from their shards); without it that is an error (after everything is written)",
     )
     s.add_argument("--plots", type=int, default=2, help="spectrogram+posterior plots to draw")
     s.add_argument("--method", choices=["greedy", "beam"], default="greedy", help="best path or beam search")

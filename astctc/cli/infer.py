@@ -46,12 +46,14 @@ def cmd_classify(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from ..classify import evaluate_set, summary
 
-    print(summary(evaluate_set(a.model, a.data, a.out, a.head, a.device, a.batch_seconds)))
+    print(summary(evaluate_set(a.model, a.data, a.out, a.head, a.device, a.batch_seconds, a.allow_missing)))
 
 
 def register(sub) -> None:
     s = add_parser(sub, "transcribe", "print the transcript of audio files", cmd_transcribe)
-    s.add_argument("files", nargs="+", help="audio files")
+    s.add_argument(
+        "files", nargs="+", help="audio files of any length (read a window at a time: memory does not grow with it)"
+    )
     s.add_argument("--model", required=True, help="model directory")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument(
@@ -70,6 +72,12 @@ def register(sub) -> None:
     s.add_argument("--model", required=True, help="model directory")
     s.add_argument("--data", required=True, help=SHARDS_HELP)
     s.add_argument("--out", required=True, help="directory for scores.json and per-head reports")
+    s.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="score what could be read when clips are lost (unreadable, too long, missing from their "
+        "shards); without it that is an error (after the reports are written)",
+    )
     s.add_argument("--head", default=None, help="one head (default: all)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--batch-seconds", type=float, default=200.0, help="seconds of audio per batch")

@@ -59,6 +59,9 @@ class DataConfig:
     # longer utterances (after speed perturbation) are dropped from training, counted and
     # logged; None: as long as the encoder's position table (encoder.max_frames) allows
     max_duration: float | None = None
+    # validation over a set that lost utterances (unreadable, too long, missing from a shard)
+    # is an error after the epoch's checkpoint, unless allowed: WER over a silent subset misleads
+    allow_missing: bool = False
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mixup: MixupConfig = field(default_factory=MixupConfig)  # classification targets only

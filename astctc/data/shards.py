@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from astctc.audio import SAMPLE_RATE, AudioError, encode_flac, load_audio
 from astctc.data.manifest import read_manifest
-from astctc.data.sources import open_shard, resolve_shards
+from astctc.data.sources import open_shard, resolve_shard_counts, resolve_shards
 from astctc.logs import progress_disabled
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,60 @@ def _resolve_shards(shards) -> tuple[list[str], int | None]:
     return resolve_shards(shards)
 
 
+def missing_record(shard: str, missing: int, expected: int) -> tuple[str, str, str]:
+    """The drop record of samples an index lists but a tar did not give (ids unknown)."""
+    return (shard, "missing", f"{missing} of the {expected} samples its index lists were not read")
+
+
+def _utterances(kind: str, detail: str) -> int:
+    """Utterances one drop record stands for: a shard's missing ones by count, none for a
+    shard's read error (its cost shows as missing, or cannot be known without an index)."""
+    return int(detail.split()[0]) if kind == "missing" else 0 if kind == "shard_error" else 1
+
+
+# dropped, but not lost: a sample with nothing for this model's heads to score (e.g. another
+# head's labels) has no place in its figures
+NOT_LOST = ("no_target",)
+
+
+def lost_count(dropped: list[tuple[str, str, str]]) -> int:
+    """Utterances lost according to drop records."""
+    return sum(_utterances(kind, detail) for _, kind, detail in dropped if kind not in NOT_LOST)
+
+
+def lost_summary(dropped: list[tuple[str, str, str]], first: int = 3) -> str:
+    """ "N lost (kind n, ...), e.g. id (kind: detail), ..." for an error or a log line."""
+    kinds: dict[str, int] = {}
+    for _, kind, detail in dropped:
+        kinds[kind] = kinds.get(kind, 0) + (1 if kind == "shard_error" else _utterances(kind, detail))
+    examples = ", ".join(f"{u} ({kind}: {detail})" for u, kind, detail in dropped[:first])
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+    return f"{lost_count(dropped)} utterance(s) lost ({counts}), e.g. {examples}"
+
+
+class IncompleteSetError(ValueError):
+    """A pass over a shard set (decode, evaluate, validation) lost utterances; raised after
+    everything it could compute was written, unless the caller allows a partial set."""
+
+
+def loss_report(scored: int, dropped: list[tuple[str, str, str]], expected: int | None) -> str | None:
+    """None when a pass over a shard set scored all of it (as far as its index tells); else
+    one line saying how much was scored and what was lost, for a reader that must not report
+    figures over a silent subset (decode, evaluate, validation)."""
+    lost = lost_count(dropped)
+    unscorable = sum(kind in NOT_LOST for _, kind, _ in dropped)
+    unaccounted = max(0, expected - scored - lost - unscorable) if expected is not None else 0
+    broken = any(kind == "shard_error" for _, kind, _ in dropped)
+    if not (lost or unaccounted or broken):
+        return None
+    parts = [f"{scored} of {expected if expected is not None else 'an unknown number of'} utterances scored"]
+    if lost or broken:
+        parts.append(lost_summary([d for d in dropped if d[1] not in NOT_LOST]))
+    if unaccounted:
+        parts.append(f"{unaccounted} more that the index lists were never read")
+    return "; ".join(parts)
+
+
 def _dist_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -232,9 +286,14 @@ class ShardDataset(IterableDataset):
         transform: Callable[[dict], object] | None = None,
         shuffle_buffer: int = 1000,
     ):
-        self.shards, self.num_samples = _resolve_shards(shards)
+        self.shards, counts = resolve_shard_counts(shards)
         if not self.shards:
             raise ValueError(f"no shards found in {shards!r}")
+        # what each shard holds by its index: a tar that yields fewer (a corrupt header ends
+        # Python's tar reader without an error) is reported, not silently short
+        self.expected = {s: c for s, c in zip(self.shards, counts or []) if c is not None}
+        known = counts is not None and len(self.expected) == len(self.shards)
+        self.num_samples = sum(self.expected.values()) if known else None
         dist_rank, dist_world = _dist_rank_world()
         self.rank = dist_rank if rank is None else int(rank)
         self.world_size = dist_world if world_size is None else int(world_size)
@@ -254,11 +313,13 @@ class ShardDataset(IterableDataset):
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         return self.rank * workers + worker, self.world_size * workers
 
-    def _skip(self, where: str, reason) -> None:
+    def _skip(self, where: str, reason, kind: str = "unreadable") -> None:
+        """Log and record a sample that cannot be used, or (kind "shard_error") a tar that
+        cannot be opened or read on: what it cost is counted against its index at its end."""
         self.skipped += 1
         reason = str(reason)  # an AudioError already names the sample
         log.warning("skipped %s", reason if reason.startswith(where) else f"{where}: {reason}")
-        self.dropped.append((where, "unreadable", reason))
+        self.dropped.append((where, kind, reason))
 
     def take_dropped(self) -> list[tuple[str, str, str]]:
         """(utterance or shard, kind, detail) of every sample dropped since the last call, here
@@ -267,22 +328,32 @@ class ShardDataset(IterableDataset):
         take = getattr(self.transform, "take_dropped", None)
         return out + (take() if take is not None else [])
 
-    def _read(self, shard: str) -> Iterator[dict]:
-        """Raw samples {"__key__", "__url__", "flac", "json"} of one tar, via webdataset."""
+    def _read(self, shard: str, report_missing: bool = True) -> Iterator[dict]:
+        """Raw samples {"__key__", "__url__", "flac", "json"} of one tar, via webdataset; at its
+        end, fewer samples than the shard's index count are recorded as missing."""
         from webdataset.tariterators import group_by_keys, tar_file_expander
 
         def handler(exn: Exception) -> bool:
-            self._skip(shard, f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}")
+            self._skip(shard, f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}", "shard_error")
             return True  # keep going: the next member, or the next shard
 
+        n = 0
         try:
             f = open_shard(shard)  # a local file, or a URL through webdataset's gopen
         except OSError as e:
-            self._skip(shard, e)
-            return
-        with f:
-            files = tar_file_expander([{"url": shard, "stream": f}], handler=handler)
-            yield from group_by_keys(files, handler=handler)
+            self._skip(shard, e, "shard_error")
+            f = None
+        if f is not None:
+            with f:
+                files = tar_file_expander([{"url": shard, "stream": f}], handler=handler)
+                for sample in group_by_keys(files, handler=handler):
+                    n += 1
+                    yield sample
+        expected = self.expected.get(shard)
+        if report_missing and expected is not None and n < expected:  # read to its end, short
+            self.skipped += expected - n
+            log.warning("%s: %d of the %d samples its index lists were not read", shard, expected - n, expected)
+            self.dropped.append(missing_record(shard, expected - n, expected))
 
     def _decode(self, raw: dict) -> dict | None:
         key, shard = raw.get("__key__", "?"), raw.get("__url__", "?")
@@ -310,8 +381,8 @@ class ShardDataset(IterableDataset):
             random.Random(f"shards:{self.seed}:{self.epoch}").shuffle(shards)
         if len(shards) >= n_slots:
             raw = (s for shard in shards[slot::n_slots] for s in self._read(shard))
-        else:
-            everything = (s for shard in shards for s in self._read(shard))
+        else:  # every slot reads every shard: one of them reports what a shard lacks
+            everything = (s for shard in shards for s in self._read(shard, report_missing=slot == 0))
             raw = (s for i, s in enumerate(everything) if i % n_slots == slot)
         if self.shuffle and self.shuffle_buffer > 1:
             rng = random.Random(f"samples:{self.seed}:{self.epoch}:{slot}:{n_slots}")

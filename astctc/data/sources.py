@@ -139,11 +139,23 @@ def open_shard(shard) -> io.IOBase:
 # -------------------------------------------------------------------------------- resolving
 
 
+Counts = list[int | None] | None  # each shard's sample count by its index (None: no index)
+
+
 def resolve_shards(spec) -> tuple[list[str], int | None]:
     """Shard paths or URLs, and the total sample count when an index says it (else None),
     from a directory, an index.json, one tar, a list of tars (taken as they are), a brace
     list or a URL (the module doc). A URL index that cannot be fetched or read is an OSError
     or ValueError naming the URL."""
+    shards, counts = resolve_shard_counts(spec)
+    known = counts is not None and all(c is not None for c in counts)
+    return shards, sum(counts) if known else None
+
+
+def resolve_shard_counts(spec) -> tuple[list[str], Counts]:
+    """Shard paths or URLs as `resolve_shards`, and each shard's sample count as its index
+    gives it (None for a shard the index does not count; None for all without an index): what
+    a reader compares with what it read, so a tar cut short is never a silent loss."""
     if not isinstance(spec, (str, os.PathLike)):
         return [str(s) for s in spec], None
     if is_url(spec):
@@ -152,11 +164,15 @@ def resolve_shards(spec) -> tuple[list[str], int | None]:
     if isinstance(path, str) and not Path(path).exists():  # an existing name is taken as it is
         shards = _expand(path, strict=False)
         if shards is not None:
-            return shards, _count_beside(path, shards)
+            return shards, _counts_beside(path, shards)
     return _resolve_local(spec)
 
 
-def _resolve_local(spec) -> tuple[list[str], int | None]:
+def _counts_of(index: dict) -> list[int | None]:
+    return [s.get("count") for s in index["shards"]]
+
+
+def _resolve_local(spec) -> tuple[list[str], Counts]:
     p = Path(spec)
     if p.is_dir() and (p / INDEX).exists():
         p = p / INDEX
@@ -164,7 +180,7 @@ def _resolve_local(spec) -> tuple[list[str], int | None]:
         return sorted(str(t) for t in p.glob("*.tar")), None
     if p.suffix == ".json":
         index = json.loads(p.read_text(encoding="utf-8"))
-        return [str(p.parent / s["name"]) for s in index["shards"]], index.get("count")
+        return [str(p.parent / s["name"]) for s in index["shards"]], _counts_of(index)
     return [str(p)], None
 
 
@@ -197,11 +213,11 @@ def _check_scheme(url: str) -> None:
         )
 
 
-def _resolve_url(url: str) -> tuple[list[str], int | None]:
+def _resolve_url(url: str) -> tuple[list[str], Counts]:
     _check_scheme(url)
     shards = _expand(url, strict=True)
     if shards is not None:
-        return shards, _count_beside(url, shards)
+        return shards, _counts_beside(url, shards)
     if url.startswith("pipe:"):
         words = [m for m in _TOKEN.finditer(url, 5) if posixpath.basename(m.group()) == INDEX]
         if not words:
@@ -209,13 +225,13 @@ def _resolve_url(url: str) -> tuple[list[str], int | None]:
         w = words[-1]  # a command writing an index: each shard by the same command
         index = _fetch_index(url, required=True)
         shards = [url[: w.start()] + _beside(w.group(), s["name"]) + url[w.end() :] for s in index["shards"]]
-        return shards, index.get("count")
+        return shards, _counts_of(index)
     if url.endswith("/"):
         url += INDEX
     elif not url.split("?", 1)[0].endswith(".json"):
         return [url], None  # one shard
     index = _fetch_index(url, required=True)
-    return [_beside(url, s["name"]) for s in index["shards"]], index.get("count")
+    return [_beside(url, s["name"]) for s in index["shards"]], _counts_of(index)
 
 
 def _beside(location: str, name: str) -> str:
@@ -242,15 +258,15 @@ def _name_span(spec: str) -> tuple[int, int] | None:
     return w.start() + w.group().rfind("/") + 1, w.end()
 
 
-def _count_beside(spec: str, shards: list[str]) -> int | None:
-    """The sample count of a brace list from the index.json beside its shards (one per
-    directory they come from); None (logged) where an index is missing or does not list
+def _counts_beside(spec: str, shards: list[str]) -> Counts:
+    """Each shard's sample count from the index.json beside the shards of a brace list (one
+    per directory they come from); None (logged) where an index is missing or does not list
     every shard."""
     from braceexpand import braceexpand
 
     span = _name_span(spec)
     groups: dict[str, list[str]] = {}
-    rebuilt = []
+    rebuilt, marks = [], []
     if span is not None:  # mark the file name, expand, and cut each result at the marks
         a, b = span
         try:
@@ -258,12 +274,13 @@ def _count_beside(spec: str, shards: list[str]) -> int | None:
                 pre, name, post = item.split("\0")
                 groups.setdefault(pre + INDEX + post, []).append(name)
                 rebuilt.append(pre + name + post)
+                marks.append((pre, name, post))
         except ValueError:  # a brace group across the marks: no way to tell where the name is
             rebuilt = []
     if rebuilt != shards:
         log.info("%s: no index.json beside the shards found; sample count unknown", spec)
         return None
-    total = 0
+    found: dict[tuple[str, str], int] = {}
     for location, names in groups.items():
         index = _fetch_index(location, required=False)
         if index is None:
@@ -273,8 +290,8 @@ def _count_beside(spec: str, shards: list[str]) -> int | None:
         if missing:
             log.info("%s gives no count for %s; sample count unknown", location, missing[0])
             return None
-        total += sum(counts[n] for n in names)
-    return total
+        found.update({(location, n): counts[n] for n in names})
+    return [found[(pre + INDEX + post, name)] for pre, name, post in marks]
 
 
 def _fetch_index(location: str, required: bool) -> dict | None:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..data.pipeline import DataConfig, Featurizer, make_loader
+from ..data.shards import IncompleteSetError, loss_report
 from ..data.sources import is_url
 from ..device import autocast
 from ..metrics import Report, score, write_report
@@ -43,6 +44,9 @@ class DecodeOptions:
     num_workers: int | None = None  # beam search processes; None: one per core
     loader_workers: int | None = None  # processes reading and featurising; None: 0 on CPU, cores - 1 on CUDA
     precision: str = "auto"  # auto: bf16 autocast on CUDA | bf16 | fp32
+    # a set not decoded whole (unreadable, too long, missing from its shards) is an error after
+    # everything is written, unless allowed: scores over a silent subset are not the set's
+    allow_missing: bool = False
 
 
 @dataclass
@@ -137,7 +141,14 @@ def decode_set(model_dir: str, shards: str, out_dir: str, opts: DecodeOptions | 
         )
     elapsed = time.time() - t0 - speed.get("tune_seconds", 0.0)
     speed.update(wall_seconds=elapsed, x_real_time=fwd.audio_seconds / max(elapsed, 1e-9), method=opts.method)
-    return report(fwd, hyps, loaded.tokenizer, speed, out)
+    result = report(fwd, hyps, loaded.tokenizer, speed, out)
+    lost = loss_report(len(fwd.refs), fwd.dropped, loader.dataset.source.num_samples)
+    if lost is not None:
+        where = f"{shards}: {lost}; scores in {out} cover what was decoded, losses listed in {out / 'dropped.tsv'}"
+        if not opts.allow_missing:
+            raise IncompleteSetError(f"{where}; --allow-missing accepts a partial set")
+        log.warning("%s (--allow-missing)", where)
+    return result
 
 
 @torch.no_grad()

@@ -31,7 +31,23 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise RuntimeError(f"{path}: cannot load checkpoint ({e})") from None
+        why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        size = path.stat().st_size if path.exists() else 0
+        raise RuntimeError(f"{path}: cannot load checkpoint ({why}; {size} bytes)") from None
+
+
+def load_latest(exp_dir: str | Path, warn) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads, and its state; None when there is none. One that does
+    not load (a disk filled up, a copy cut short) is renamed `<name>.bad`, `warn`ed about, and
+    the one before it is tried: a run resumes from the last good state instead of stopping."""
+    for path in reversed(checkpoints(exp_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except RuntimeError as e:
+            bad = path.with_name(path.name + ".bad")
+            os.replace(path, bad)
+            warn(f"{e}; moved to {bad.name}, resuming from the checkpoint before it")
+    return None
 
 
 def prune_checkpoints(exp_dir: str | Path, keep: int) -> None:

@@ -33,7 +33,7 @@ from . import distributed
 from .checkpoint import (
     checkpoint_path,
     checkpoints,
-    load_checkpoint,
+    load_latest,
     prune_checkpoints,
     rng_state,
     save_checkpoint,
@@ -119,10 +119,15 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load the newest checkpoint, if there is one."""
-        ckpts = checkpoints(self.exp)
-        if not ckpts:
+        had = bool(checkpoints(self.exp))
+        found = load_latest(self.exp, log.warning)
+        if found is None:
+            if had:  # the model was built for resuming (no `init` weights): not a fresh start
+                raise RuntimeError(
+                    f"{self.exp / 'ckpt'}: no checkpoint loads (each moved to <name>.bad); run again to start afresh"
+                )
             return False
-        state = load_checkpoint(ckpts[-1])
+        path, state = found
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -140,7 +145,7 @@ class Trainer:
                 self.epoch,
                 self.batch_in_epoch,
             )
-        log.info("resumed from %s: step %d, epoch %d, batch %d", ckpts[-1], self.step, self.epoch, self.batch_in_epoch)
+        log.info("resumed from %s: step %d, epoch %d, batch %d", path, self.step, self.epoch, self.batch_in_epoch)
         return True
 
     # the loop ---------------------------------------------------------------------------

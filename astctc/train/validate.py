@@ -7,6 +7,7 @@ import logging
 import torch
 
 from ..data.pipeline import make_loader
+from ..data.shards import IncompleteSetError, loss_report, lost_count
 from ..decode import greedy_decode
 from ..device import autocast
 from ..metrics import accuracy, mean_average_precision, score
@@ -36,12 +37,13 @@ def validate(model: ASTModel, cfg: TrainConfig, tokenizer: Tokenizer | None, dev
         pin_memory=device.type == "cuda",
     )
     model.eval()
-    refs, hyps, sums, dropped = {}, {}, {}, []
+    refs, hyps, sums, dropped, seen = {}, {}, {}, [], 0
     scored: dict[str, tuple[list, list]] = {h: ([], []) for h in core.classifiers}
     for batch in loader:
         dropped += batch.get("dropped", [])
         if "feats" not in batch:
             continue
+        seen += len(batch["ids"])
         with autocast(device, cfg.precision):
             out = model(batch["feats"].to(device, non_blocking=True), batch["lengths"])
         for name, part in head_losses(model, out, batch, device).items():
@@ -57,14 +59,14 @@ def validate(model: ASTModel, cfg: TrainConfig, tokenizer: Tokenizer | None, dev
             scored[name][0].append(batch["labels"][name][mask])
             scored[name][1].append(out[name][mask.to(out[name].device)].float().cpu())
     model.train()
-    if dropped:
-        log.warning(
-            "validation on %s left out %d utterance(s): %s",
-            cfg.data.valid,
-            len(dropped),
-            ", ".join(f"{u} ({kind}: {detail})" for u, kind, detail in dropped[:10])
-            + (" ..." if len(dropped) > 10 else ""),
-        )
+    lost = loss_report(seen, dropped, loader.dataset.source.num_samples)
+    if lost is not None:
+        if not cfg.data.allow_missing:
+            raise IncompleteSetError(
+                f"validation set {cfg.data.valid}: {lost}; the checkpoint is written: repair the set, "
+                "or set data.allow_missing=true to validate on what can be read, and run again to resume"
+            )
+        log.warning("validation set %s: %s (data.allow_missing)", cfg.data.valid, lost)
     mean = {name: total / max(count, 1) for name, (total, count) in sums.items()}
     figures = {"loss": sum(loss_weight(cfg.loss_weights, n) * v for n, v in mean.items())}
     if refs:
@@ -81,5 +83,5 @@ def validate(model: ASTModel, cfg: TrainConfig, tokenizer: Tokenizer | None, dev
         else:
             figures[f"acc_{name}"] = 100 * accuracy(y.argmax(1).numpy(), z.argmax(1).numpy())
     if dropped:
-        figures["dropped"] = len(dropped)
+        figures["dropped"] = lost_count(dropped)
     return figures
