@@ -8,9 +8,10 @@ file into an error that names it.
 from __future__ import annotations
 
 import io
+import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 import soundfile as sf
@@ -25,7 +26,8 @@ class AudioError(ValueError):
     """An input that cannot be used as speech; the message names the file."""
 
 
-def _name(src: Source, name: str | None) -> str:
+def source_name(src: Source, name: str | None = None) -> str:
+    """How errors name `src`: `name` when given, else its path, or its size for bytes."""
     if name:
         return name
     if isinstance(src, (bytes, bytearray)):
@@ -50,37 +52,135 @@ def resample(wav: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) -> torc
         return _resampler(orig_sr, new_sr)(wav)
 
 
+def _open(src: Source, label: str):
+    """What libsndfile reads for `src` (a path or a BytesIO), after the checks that need no decoding."""
+    if isinstance(src, (bytes, bytearray)):
+        if len(src) == 0:
+            raise AudioError(f"{label}: empty audio data (0 bytes)")
+        return io.BytesIO(src)
+    path = Path(src)
+    if not path.exists():
+        raise AudioError(f"{label}: no such audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{label}: empty audio file (0 bytes)")
+    return str(path)
+
+
+def _mono(data: np.ndarray, label: str) -> torch.Tensor:
+    """(frames, channels) float32 -> contiguous 1-D tensor, channels averaged; rejects NaN/inf."""
+    # numpy, not torch, for these per-clip checks: tiny torch ops fan out to the intra-op thread
+    # pool, whose spin-waiting makes them ~30x slower when other processes hold the cores
+    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+    if not np.isfinite(mono).all():
+        raise AudioError(f"{label}: audio contains NaN or infinite samples")
+    return torch.from_numpy(np.ascontiguousarray(mono))
+
+
 def load_audio(src: Source, sr: int = SAMPLE_RATE, name: str | None = None) -> torch.Tensor:
     """Decode `src` (path or encoded bytes) to a 1-D float32 tensor at `sr` Hz.
 
     Multi-channel audio is averaged to mono. Raises AudioError naming the file when it is
     missing, unreadable, empty or has no samples.
     """
-    label = _name(src, name)
-    if isinstance(src, (bytes, bytearray)):
-        if len(src) == 0:
-            raise AudioError(f"{label}: empty audio data (0 bytes)")
-        handle = io.BytesIO(src)
-    else:
-        path = Path(src)
-        if not path.exists():
-            raise AudioError(f"{label}: no such audio file")
-        if path.stat().st_size == 0:
-            raise AudioError(f"{label}: empty audio file (0 bytes)")
-        handle = str(path)
+    label = source_name(src, name)
+    handle = _open(src, label)
     try:
         data, file_sr = sf.read(handle, dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile raises several types; all mean "unreadable"
         raise AudioError(f"{label}: cannot decode audio ({e})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{label}: audio has zero samples")
-    # numpy, not torch, for these per-clip checks: tiny torch ops fan out to the intra-op thread
-    # pool, whose spin-waiting makes them ~30x slower when other processes hold the cores
-    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
-    if not np.isfinite(mono).all():
-        raise AudioError(f"{label}: audio contains NaN or infinite samples")
-    wav = torch.from_numpy(np.ascontiguousarray(mono))
-    return resample(wav, file_sr, sr).contiguous()
+    return resample(_mono(data, label), file_sr, sr).contiguous()
+
+
+class _BlockResampler:
+    """`resample` of a signal that arrives in pieces, equal to resampling it whole.
+
+    torchaudio's resampler is a strided convolution: with g = gcd(orig, new), p = orig / g and
+    q = new / g, input samples [i*p, (i+1)*p) give output samples [i*q, (i+1)*q), computed from
+    the input [i*p - w, (i+1)*p + w) (w: the filter's half-width; zeros beyond the ends). So a
+    piece of input that starts on a multiple of p, `context` >= w samples before the outputs
+    wanted, and ends `context` after them, gives exactly those outputs (up to float rounding:
+    the convolution runs over a different length). Holds one piece plus 2 * context samples.
+    """
+
+    def __init__(self, orig: int, new: int):
+        self.orig, self.new = orig, new
+        g = math.gcd(orig, new)
+        self.p, self.q = orig // g, new // g
+        # torchaudio.functional.resample's default filter: 6 zero crossings, rolloff 0.99
+        width = math.ceil(6 * self.p / (min(self.p, self.q) * 0.99))
+        self.context = self.p * (width // self.p + 2)  # whole periods, more than the half-width
+        self.buf = torch.zeros(0)
+        self.buf_start = 0  # input index of buf[0]: a multiple of p
+        self.done = 0  # input index (a multiple of p) below which the outputs were returned
+
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        """The outputs that `x` (the next input samples) completes."""
+        self.buf = torch.cat([self.buf, x])
+        stop = (self.buf_start + self.buf.numel() - self.context) // self.p * self.p
+        return self._emit(stop) if stop > self.done else self.buf[:0]
+
+    def flush(self, x: torch.Tensor) -> torch.Tensor:
+        """The rest of the outputs, given the last input samples `x` (a signal given whole
+        to flush is resampled in one call, as `resample` does it)."""
+        self.buf = torch.cat([self.buf, x]) if self.buf.numel() else x
+        return self._emit(None)
+
+    def _emit(self, stop: int | None) -> torch.Tensor:
+        y = resample(self.buf, self.orig, self.new)
+        lo = (self.done - self.buf_start) // self.p * self.q
+        out = y[lo:] if stop is None else y[lo : (stop - self.buf_start) // self.p * self.q]
+        if stop is not None:
+            keep = max(self.buf_start, stop - self.context)
+            self.buf = self.buf[keep - self.buf_start :].clone()
+            self.buf_start, self.done = keep, stop
+        return out.clone()
+
+
+def iter_audio(
+    src: Source, sr: int = SAMPLE_RATE, name: str | None = None, block_seconds: float = 10.0
+) -> Iterator[torch.Tensor]:
+    """Decode `src` block by block: consecutive 1-D float32 pieces at `sr` Hz whose concatenation
+    is `load_audio(src, sr)`: exactly for a file at `sr` Hz; up to float rounding near the seams
+    for one that is resampled (the resampler is given the context it needs, see
+    `_BlockResampler`). Holds about `block_seconds` of samples at a time, whatever the length
+    of the file.
+
+    Raises AudioError as load_audio does; a problem found in the middle of the file (NaN
+    samples, a corrupt frame) is raised when its block is reached, after the blocks before it.
+    """
+    label = source_name(src, name)
+    handle = _open(src, label)
+    try:
+        f = sf.SoundFile(handle)
+    except Exception as e:
+        raise AudioError(f"{label}: cannot decode audio ({e})") from None
+    with f:
+        rs = _BlockResampler(f.samplerate, sr) if f.samplerate != sr else None
+        frames = max(1, int(block_seconds * f.samplerate))
+        seen = False
+        held = None  # with a resampler, one block is held back: the last one goes to flush
+        while True:
+            try:
+                data = f.read(frames, dtype="float32", always_2d=True)
+            except Exception as e:
+                raise AudioError(f"{label}: cannot decode audio ({e})") from None
+            if data.shape[0] == 0:
+                break
+            x = _mono(data, label)
+            del data
+            seen = True
+            if rs is None:
+                yield x
+                continue
+            if held is not None and (y := rs.push(held)).numel():
+                yield y
+            held = x
+        if not seen:
+            raise AudioError(f"{label}: audio has zero samples")
+        if rs is not None and held is not None and (y := rs.flush(held)).numel():
+            yield y
 
 
 def audio_duration(path: str | Path) -> float:

@@ -6,13 +6,14 @@
     ['hello world', '...']
 
 Audio longer than the model's position table is cut into consecutive windows that are decoded
-separately and joined; a word that straddles a cut may be split.
+separately and joined; a word that straddles a cut may be split. Files are read and decoded a
+chunk of windows at a time (`WindowedModel.chunks`): memory does not grow with their length.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -35,13 +36,22 @@ class Transcriber(WindowedModel):
                 out[k] = r["log_probs"][b, : r["lengths"][b]].cpu()
         return out  # type: ignore[return-value]
 
+    def stream_log_probs(self, audio: Sequence[Audio]) -> Iterator[list[tuple[int, int, torch.Tensor]]]:
+        """(source index, first fbank frame, CTC log-probabilities on the CPU) of each window of
+        `audio`, in order, a chunk of windows at a time; the features of a chunk are released
+        before the next is read."""
+        for chunk in self.chunks(audio):
+            out = [(w.source, w.start, lp) for w, lp in zip(chunk, self.log_probs(chunk))]
+            del chunk
+            yield out
+
     def __call__(self, audio: Audio | Sequence[Audio]) -> str | list[str]:
         single = not isinstance(audio, (list, tuple))
         items = [audio] if single else list(audio)
-        windows = self.windows(items)
         texts: list[list[str]] = [[] for _ in items]
-        for w, lp in zip(windows, self.log_probs(windows)):
-            texts[w.source].append(greedy_decode(lp[None], torch.tensor([lp.shape[0]]), self.tokenizer)[0])
+        for part in self.stream_log_probs(items):
+            for source, _, lp in part:
+                texts[source].append(greedy_decode(lp[None], torch.tensor([lp.shape[0]]), self.tokenizer)[0])
         joined = [" ".join(t for t in ts if t) for ts in texts]
         return joined[0] if single else joined
 

@@ -54,22 +54,21 @@ def greedy_words(log_probs: np.ndarray | torch.Tensor, tokenizer: Tokenizer, sec
 def transcribe_words(asr, files: Sequence, search: BeamSearch | None = None) -> list[Hypothesis]:
     """Words with times for each file, through a `Transcriber` (greedy, or `search`).
 
-    Long files are cut into the Transcriber's windows; each window's times are shifted by
-    where it starts.
+    Long files are cut into the Transcriber's windows, read and decoded a chunk at a time; each
+    window's times are shifted by where it starts.
     """
-    windows = asr.windows(files)
-    lps = asr.log_probs(windows)
-    if search is not None:
-        hyps = search.decode([lp.numpy() for lp in lps])
-    else:
-        hyps = [greedy_words(lp, asr.tokenizer, asr.frame_seconds) for lp in lps]
     shift = asr.features.frame_shift_ms / 1000.0  # seconds per fbank frame
     out = [Hypothesis("", [], 0.0) for _ in files]
-    for w, h in zip(windows, hyps):
-        o, off = out[w.source], w.start * shift
-        o.words += [Word(x.word, round(x.start + off, 3), round(x.end + off, 3)) for x in h.words]
-        o.text = " ".join(t for t in (o.text, h.text) if t)
-        o.score += h.score
+    for part in asr.stream_log_probs(files):
+        if search is not None:
+            hyps = search.decode([lp.numpy() for _, _, lp in part])
+        else:
+            hyps = [greedy_words(lp, asr.tokenizer, asr.frame_seconds) for _, _, lp in part]
+        for (source, start, _), h in zip(part, hyps):
+            o, off = out[source], start * shift
+            o.words += [Word(x.word, round(x.start + off, 3), round(x.end + off, 3)) for x in h.words]
+            o.text = " ".join(t for t in (o.text, h.text) if t)
+            o.score += h.score
     return out
 
 
