@@ -2,36 +2,85 @@
 
 Every config in astctc is a (nested) dataclass; this module turns dicts into them and back, so
 a run can write its fully resolved config and a later run can read it unchanged.
+
+Reading checks types (a `null` only where the field allows one) and then runs the checks
+registered for the config's class (`register_check`): a value no run can use is an error
+when the config is read, naming the file or the `--set` override it came from and its key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 import yaml
 
 T = TypeVar("T")
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
+class ConfigError(ValueError):
+    """A config value that cannot be used; `key` is its dotted path ("" for the whole config)."""
+
+    def __init__(self, key: str, problem: str, whole: bool = False):
+        """The message is "key: problem", or just `problem` when `whole` (it names the key)."""
+        super().__init__(problem if whole or not key else f"{key}: {problem}")
+        self.key = key
+
+
+def _type_name(tp: Any) -> str:
+    if dataclasses.is_dataclass(tp):
+        return "a section (mapping)"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _is_optional(tp: Any) -> bool:
+    return tp is Any or type(None) in typing.get_args(tp)
+
+
+class _Empty:
+    """The value of an override with nothing after '=' (`--set data.train=`): the empty
+    string for a str field, null for the others."""
+
+    def __repr__(self) -> str:
+        return "an empty value"
+
+
+EMPTY = _Empty()
+
+
+def _convert(tp: Any, value: Any, where: str, strict: bool) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if value is EMPTY:
+        value = "" if tp is str else None
     if value is None:
-        return None
+        if _is_optional(tp) or not strict:
+            return None
+        raise ConfigError(where, f"expected {_type_name(tp)}, got null")
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
+        return from_dict(tp, value, where, strict)
     if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) == 1:
-            return _convert(non_none[0], value, where)
+            return _convert(non_none[0], value, where, strict)
         return value
     if origin in (list, tuple) and args:
-        return origin(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(where, f"expected a list, got {value!r}")
+        if origin is tuple and Ellipsis not in args:
+            if len(value) != len(args):
+                raise ConfigError(where, f"expected a list of {len(args)} values, got {value!r}")
+            return tuple(_convert(a, v, f"{where}[{i}]", strict) for i, (a, v) in enumerate(zip(args, value)))
+        return origin(_convert(args[0], v, f"{where}[{i}]", strict) for i, v in enumerate(value))
     if origin is dict and len(args) == 2:
-        return {k: _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
+        if not isinstance(value, dict):
+            raise ConfigError(where, f"expected a mapping, got {value!r}")
+        return {k: _convert(args[1], v, f"{where}.{k}", strict) for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float) and isinstance(value, str):  # YAML 1.1 reads "3e-3" as a string
@@ -39,20 +88,30 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             return tp(value)
         except ValueError:
             pass
-    if tp in (int, float, str, bool) and not isinstance(value, tp):
-        raise TypeError(f"config key {where}: expected {tp.__name__}, got {value!r}")
+    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise ConfigError(where, f"expected {_type_name(tp)}, got {value!r}")
     return value
 
 
-def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
-    """Build dataclass `cls` from a dict, recursively; unknown keys are an error."""
+def from_dict(cls: type[T], data: dict | None, where: str = "", strict: bool = False) -> T:
+    """Build dataclass `cls` from a dict, recursively; unknown keys are an error. With
+    `strict`, so is a null for a field that cannot be None (what a user writes is read
+    strictly; configs saved by earlier versions, which may hold such nulls, are not)."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(where, f"expected a section (mapping), got {data!r}")
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
+    unknown = sorted(map(str, set(data) - names))
     if unknown:
-        raise KeyError(f"unknown config key(s) {sorted(unknown)} in {where or cls.__name__}")
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}".lstrip(".")) for k, v in data.items()}
+        close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
+        raise ConfigError(
+            f"{where}.{unknown[0]}".lstrip("."),
+            "unknown config key"
+            + (f" (also {', '.join(unknown[1:])})" if unknown[1:] else "")
+            + (f"; did you mean {f'{where}.{close[0]}'.lstrip('.')}?" if close else ""),
+        )
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}".lstrip("."), strict) for k, v in data.items()}
     return cls(**kwargs)
 
 
@@ -66,34 +125,149 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def _yaml_problem(e: yaml.YAMLError) -> tuple[int | None, str]:
+    """(1-based line or None, one-line description) of a YAML parse error."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context:
+        problem += f" ({context}" + (f" from line {cmark.line + 1}" if cmark is not None else "") + ")"
+    return (mark.line + 1 if mark is not None else None), problem
+
+
+def _parse_value(item: str, raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ValueError(f"--set {item!r}: invalid YAML value: {_yaml_problem(e)[1]}") from None
+
+
 def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
-    """Apply `a.b.c=value` strings (value parsed as YAML) to a nested dict, in place."""
+    """Apply `a.b.c=value` strings (value parsed as YAML; nothing after '=' is EMPTY) to a
+    nested dict, in place. ValueError naming the override for one that is not key=value, is
+    not YAML, or goes through a key that is not a section."""
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value")
+            raise ValueError(f"--set {item!r}: not key=value")
         key, raw = item.split("=", 1)
-        node = data
         parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        if not all(parts):
+            raise ValueError(f"--set {item!r}: {key.strip()!r} is not a dotted key (a.b.c)")
+        node = data
+        for i, p in enumerate(parts[:-1]):
+            child = node.get(p)
+            if child is None or child is EMPTY:  # a missing section, or one set to null: created
+                child = node[p] = {}
+            elif not isinstance(child, dict):
+                raise ValueError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = _parse_value(item, raw) if raw.strip() else EMPTY
     return data
 
 
+# ---- checks of values, registered per config class ------------------------------------------
+
+_CHECKS: dict[type, list[Callable[[Any], None]]] = {}
+
+
+def register_check(cls: type) -> Callable:
+    """Decorator: `fn(config)` runs on every `cls` that `load_config` reads; it raises
+    ConfigError (or ValueError) for a value no run can use."""
+
+    def deco(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        _CHECKS.setdefault(cls, []).append(fn)
+        return fn
+
+    return deco
+
+
+def check_config_values(obj: Any) -> None:
+    """Run the checks registered for obj's class."""
+    for fn in _CHECKS.get(type(obj), []):
+        fn(obj)
+
+
+def at_least(obj: Any, prefix: str, minimum: float, *names: str) -> None:
+    """ConfigError unless each named field of obj (None allowed) is >= minimum."""
+    for n in names:
+        v = getattr(obj, n)
+        if v is not None and not v >= minimum:
+            raise ConfigError(f"{prefix}{n}", f"{prefix}{n} must be >= {minimum:g}, not {v!r}", whole=True)
+
+
+def above(obj: Any, prefix: str, minimum: float, *names: str) -> None:
+    """ConfigError unless each named field of obj (None allowed) is > minimum."""
+    for n in names:
+        v = getattr(obj, n)
+        if v is not None and not v > minimum:
+            raise ConfigError(f"{prefix}{n}", f"{prefix}{n} must be > {minimum:g}, not {v!r}", whole=True)
+
+
+def fraction(obj: Any, prefix: str, *names: str, closed: bool = False) -> None:
+    """ConfigError unless each named field is in [0, 1) ([0, 1] with closed)."""
+    for n in names:
+        v = getattr(obj, n)
+        if not (0 <= v <= 1 if closed else 0 <= v < 1):
+            raise ConfigError(
+                f"{prefix}{n}", f"{prefix}{n} must be in [0, 1{']' if closed else ')'}, not {v!r}", whole=True
+            )
+
+
+def one_of(obj: Any, prefix: str, name: str, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    v = getattr(obj, name)
+    if v not in choices:
+        raise ConfigError(
+            f"{prefix}{name}", f"{prefix}{name} must be one of {', '.join(choices)}, not {v!r}", whole=True
+        )
+
+
+# ---- reading and writing ------------------------------------------------------------------
+
+
+def _origin(key: str, overrides: list[str], path: str | Path | None) -> str:
+    """Where a key's value came from: the last --set naming it (or a section above or below
+    it), else the config file."""
+    for item in reversed(overrides):
+        k = item.split("=", 1)[0].strip()
+        if key and (k == key or key.startswith(k + ".") or k.startswith(key + ".")):
+            return f"--set {item!r}"
+    return str(path) if path is not None else "config"
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
+    """Read a YAML file (optional) and `--set` overrides into `cls`, then check the values.
+
+    Every error is a ValueError whose message names the file (with the line, for YAML
+    syntax) or the override it came from, and the key."""
+    overrides = list(overrides)
     data: dict = {}
     if path is not None:
-        text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not a UTF-8 text file (byte {e.start}); a config is YAML text") from None
+        except IsADirectoryError:
+            raise ValueError(f"{path}: is a directory, not a YAML config file") from None
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such config file") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            line, problem = _yaml_problem(e)
+            raise ValueError(f"{path}{f':{line}' if line else ''}: invalid YAML: {problem}") from None
+        data = data if data is not None else {}
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: a config must be a YAML mapping")
+            raise ValueError(f"{path}: a config must be a YAML mapping (key: value lines), not {type(data).__name__}")
     apply_overrides(data, overrides)
     try:
-        return from_dict(cls, data)
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{path or 'config'}: {e.args[0]}") from None
+        obj = from_dict(cls, data, strict=True)
+        check_config_values(obj)
+    except ConfigError as e:
+        raise ValueError(f"{_origin(e.key, overrides, path)}: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path or 'config'}: {e.args[0] if e.args else e}") from None
+    return obj
 
 
 def save_config(obj: Any, path: str | Path) -> None:

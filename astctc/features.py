@@ -41,6 +41,41 @@ class FeatureConfig:
         return 0 if num_samples < win else 1 + (num_samples - win) // hop
 
 
+LOW_FREQ = 20.0  # Kaldi's (and torchaudio's) default lower edge of the mel filters, in Hz
+
+
+def check_features(cfg: FeatureConfig, prefix: str = "features.") -> None:
+    """Raise ValueError (a ConfigError naming `prefix`<key>) for settings Kaldi fbank cannot
+    compute: it would fail later, inside a DataLoader worker, with a bare assertion."""
+    from .config import ConfigError
+
+    def bad(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{prefix}{key}", f"{prefix}{key} {problem}", whole=True)
+
+    if cfg.sample_rate < 1:
+        raise bad("sample_rate", f"must be >= 1 Hz, not {cfg.sample_rate}")
+    if cfg.num_mel_bins < 4:
+        raise bad("num_mel_bins", f"must be >= 4 (Kaldi fbank needs more than 3 mel bins), not {cfg.num_mel_bins}")
+    for key, least in (("frame_length_ms", 2), ("frame_shift_ms", 1)):
+        ms = getattr(cfg, key)
+        if not ms > 0:
+            raise bad(key, f"must be > 0, not {ms!r}")
+        if int(cfg.sample_rate * ms / 1000) < least:
+            raise bad(key, f"{ms:g} ms is less than {least} sample(s) at {cfg.sample_rate} Hz")
+    if not cfg.dither >= 0:
+        raise bad("dither", f"must be >= 0, not {cfg.dither!r}")
+    if not cfg.norm_std > 0:
+        raise bad("norm_std", f"must be > 0, not {cfg.norm_std!r}")
+    nyquist = cfg.sample_rate / 2
+    top = cfg.high_freq if cfg.high_freq > 0 else nyquist + cfg.high_freq  # Kaldi: <= 0 is an offset from Nyquist
+    if not LOW_FREQ < top <= nyquist:
+        raise bad(
+            "high_freq",
+            f"{cfg.high_freq:g} Hz puts the top of the mel filters at {top:g} Hz; it must lie in "
+            f"({LOW_FREQ:g}, {nyquist:g}] Hz (0: Nyquist, negative: below Nyquist)",
+        )
+
+
 def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
     """(num_samples,) float waveform at cfg.sample_rate -> (T, num_mel_bins) normalised fbank
     (T: cfg.frames(num_samples))."""

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -62,6 +63,18 @@ def open_text(path: str | Path):
     return gzip.open(p, "rt", encoding="utf-8") if p.suffix == ".gz" else open(p, encoding="utf-8")
 
 
+@contextmanager
+def utf8_named(path: str | Path):
+    """Turn a UnicodeDecodeError (or a broken gzip stream) inside the block into a ValueError
+    naming the file. (Not the line: a text reader decodes blocks ahead of the line it returns.)"""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason}: {e.object[e.start : e.start + 1]!r})") from None
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise ValueError(f"{path}: broken gzip file ({e})") from None
+
+
 def find_tool(name: str) -> str:
     """A KenLM program: the running venv's bin, then $VIRTUAL_ENV/bin, then PATH."""
     candidates = [Path(sys.executable).parent / name]
@@ -87,7 +100,7 @@ def read_sentences(paths: Iterable[str | Path]) -> Iterator[str]:
     for path in paths:
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}: no such file")
-        with open_text(path) as f:
+        with open_text(path) as f, utf8_named(path):
             jsonl = None
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
@@ -127,7 +140,7 @@ def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
 def arpa_order(path: str | Path) -> int:
     """Highest n-gram order declared in an ARPA file's \\data\\ header."""
     order = 0
-    with open_text(path) as f:
+    with open_text(path) as f, utf8_named(path):
         for line in f:
             line = line.strip()
             if line.startswith("ngram ") and "=" in line:
@@ -142,7 +155,7 @@ def arpa_order(path: str | Path) -> int:
 def arpa_unigrams(path: str | Path) -> list[str]:
     """The words of an ARPA file's 1-gram section, minus <s>, </s> and <unk>."""
     words, inside = [], False
-    with open_text(path) as f:
+    with open_text(path) as f, utf8_named(path):
         for line in f:
             if line.startswith("\\"):
                 if inside:
@@ -248,7 +261,7 @@ def import_arpa(arpa_in: str | Path, out_dir: str | Path, binary_type: str = "pr
     tmp = arpa.with_name(arpa.name + ".tmp")
     seen: dict[str, str] = {}
     section = ""
-    with open_text(src) as f, open(tmp, "w", encoding="utf-8") as g:
+    with open_text(src) as f, open(tmp, "w", encoding="utf-8") as g, utf8_named(src):
         for line in f:
             low = line.lower()
             if line.startswith("\\"):
@@ -286,6 +299,33 @@ def tuned_path(model: str | Path) -> Path:
     return p.with_name(name + ".tuned.json")
 
 
+KENLM_MAGIC = b"mmap lm http://kheafield.com/code"  # how every KenLM binary begins (binary_format.cc)
+
+
+def check_kenlm_file(path: str | Path) -> None:
+    """ValueError naming the file unless it begins as KenLM's loader expects: a KenLM binary's
+    header, or an ARPA file's `\\data\\` line (after blank and `#` lines, as KenLM allows).
+    Checked before anything is decoded, so a wrong file fails in milliseconds, by name."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        head = f.read(1 << 16)
+    if head.startswith(KENLM_MAGIC):
+        return
+    if head[:2] == b"\x1f\x8b":
+        raise ValueError(f"{p}: a gzip file, not a KenLM model; import it first (astctc lm --arpa {p} --out DIR)")
+    for line in head.split(b"\n"):
+        line = line.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        if line == b"\\data\\":
+            return
+        break
+    raise ValueError(
+        f"{p}: not a KenLM model (neither a KenLM binary nor an ARPA file starting with \\data\\); "
+        "train one with `astctc lm` or import an ARPA with `astctc lm --arpa`"
+    )
+
+
 def resolve_lm(path: str | Path) -> LMFiles:
     """An LM file (.bin/.arpa) or a directory holding exactly one, with its word list.
 
@@ -303,6 +343,7 @@ def resolve_lm(path: str | Path) -> LMFiles:
         p = found[0]
     if p.name.endswith(".gz"):
         raise ValueError(f"{p}: KenLM cannot load a compressed ARPA; import it first (astctc lm --arpa {p} --out DIR)")
+    check_kenlm_file(p)
     stem = tuned_path(p).name[: -len(".tuned.json")]
     unigrams = p.with_name(stem + ".unigrams.txt")
     arpa = p.with_name(stem + ".arpa")
@@ -321,7 +362,8 @@ def resolve_lm(path: str | Path) -> LMFiles:
 def load_unigrams(files: LMFiles) -> list[str]:
     if files.unigrams.suffix == ".arpa" or files.unigrams.name.endswith(".arpa.gz"):
         return arpa_unigrams(files.unigrams)
-    words = [w for w in files.unigrams.read_text(encoding="utf-8").split() if w not in SPECIAL_WORDS]
+    with utf8_named(files.unigrams):
+        words = [w for w in files.unigrams.read_text(encoding="utf-8").split() if w not in SPECIAL_WORDS]
     if not words:
         raise ValueError(f"{files.unigrams}: empty word list")
     return words

@@ -98,3 +98,18 @@ def test_resume_falls_back_to_the_newest_checkpoint_that_loads(tiny_corpus, tmp_
     resumed = re.search(r"resumed from \S+/step-(\d+)\.pt", caplog.text)
     assert resumed and int(resumed[1]) < 4 and trainer.step == 6  # the newest good one, not scratch
     assert (exp / "ckpt" / (newest.name + ".bad")).exists()
+
+
+def test_an_epoch_without_a_batch_stops_the_run(tiny_corpus, tmp_path):
+    """Every transcript empty: each epoch gives nothing to train on. Before: the loop went on
+    forever, rewriting checkpoint step 0."""
+    from astctc.data.manifest import read_manifest, write_manifest
+    from astctc.data.shards import write_shards
+
+    rows = [{**r, "text": "  ...  "} for r in read_manifest(tiny_corpus["manifest"])[:3]]
+    write_manifest(rows, tmp_path / "m.jsonl")
+    write_shards(tmp_path / "m.jsonl", tmp_path / "shards", progress=False)
+    corpus = {**tiny_corpus, "shards": tmp_path / "shards"}
+    sets = tiny_train_config(corpus, tmp_path / "exp", max_steps=5, validate=False)
+    with pytest.raises(ValueError, match="epoch 0 gave no batch to train on: 3 utterance.s. dropped .no_target 3"):
+        Trainer(load_config(TrainConfig, None, sets)).run()

@@ -22,6 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def error_text(e: BaseException) -> str:
+    """What follows "astctc <cmd>: error: ": the message (a KeyError's without the quotes its
+    str() adds), or the exception's type when it has none."""
+    if isinstance(e, KeyError) and len(e.args) == 1:
+        return str(e.args[0])
+    return str(e) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that spin while waiting turn any competition for the cores (a DataLoader
     # worker, another job) into 10-200x slower steps on CPU; sleeping waits cost ~nothing.
@@ -39,6 +47,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError, OSError, KeyError) as e:
         if args.debug or os.environ.get("ASTCTC_DEBUG"):
             raise
-        print(f"astctc {args.command}: error: {e}", file=sys.stderr)
+        print(f"astctc {args.command}: error: {error_text(e)}", file=sys.stderr)
         return 1
     return 0

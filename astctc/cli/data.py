@@ -92,21 +92,24 @@ def cmd_manifest(a: argparse.Namespace) -> None:
     from ..data.manifest import read_manifest, write_manifest
     from ..text import normalize
 
-    good, bad = [], 0
+    good, bad, first = [], 0, ""
     for r in read_manifest(a.inp):
         try:
             r["duration"] = round(audio_duration(r["audio"]), 4)
+            if r["duration"] <= 0:
+                raise AudioError(f"{r['audio']}: audio has zero samples")
+            why = "empty transcript" if not a.allow_empty_text and not normalize(r["text"]) else None
         except AudioError as e:
-            log.warning("%s: utterance %s skipped: %s", a.inp, r["id"], e)
+            why = str(e)
+        if why is not None:
+            log.warning("%s: utterance %s skipped: %s", a.inp, r["id"], why)
             bad += 1
-            continue
-        if not a.allow_empty_text and not normalize(r["text"]):
-            log.warning("%s: utterance %s skipped: empty transcript", a.inp, r["id"])
-            bad += 1
+            first = first or f"{r['id']}: {why}"
             continue
         good.append(r)
     if not good:
-        raise ValueError(f"{a.inp}: no usable utterances ({bad} rejected)")
+        detail = f"{bad} rejected, the first {first}" if bad else "it has no rows"
+        raise ValueError(f"{a.inp}: no usable utterances ({detail}); nothing written")
     write_manifest(good, a.out)
     hours = sum(r["duration"] for r in good) / 3600
     print(f"{a.out}: {len(good)} utterances, {hours:.2f} h, {bad} rejected")

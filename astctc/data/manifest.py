@@ -21,6 +21,9 @@ DEFAULTS = {"text": "", "speaker": None, "language": None, "labels": {}}
 def _check(row, where: str) -> dict:
     if not isinstance(row, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for key in ("id", "audio", "duration"):
+        if key not in row:
+            raise ValueError(f"{where}: field {key!r} is missing (rows need id, audio and duration)")
     for key in ("id", "audio"):
         if not isinstance(row.get(key), str) or not row[key]:
             raise ValueError(f"{where}: field {key!r} must be a non-empty string")
@@ -43,17 +46,23 @@ def _check(row, where: str) -> dict:
 def read_manifest(path: str | os.PathLike) -> list[dict]:
     """Read a JSONL manifest; `audio` comes back as an absolute path.
 
-    Raises ValueError naming `file:line` for a line that is not a valid row, and for an id
-    seen twice (shards and scoring key everything by id).
+    Raises ValueError naming `file:line` for a line that is not UTF-8 or not a valid row, and
+    for an id seen twice (shards and scoring key everything by id).
     """
     path = Path(path)
     base = path.resolve().parent
     rows, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{where}: not UTF-8 text (byte {e.start + 1} of the line is {raw[e.start]:#04x})"
+                ) from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:

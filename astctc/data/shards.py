@@ -120,14 +120,18 @@ def write_shards(
     next clip would pass `max_shard_mb` (MiB) or when it holds `max_shard_count` clips.
     Shards left in `out_dir` by an earlier, larger run are removed. Returns the index:
     {"shards": [{"name", "count", "seconds"}], "count", "seconds", "skipped"}.
+
+    A manifest without rows, or none of whose clips can be read, is a ValueError naming it,
+    and `out_dir` is left as it was (an earlier shard set there stays whole).
     """
     rows = read_manifest(manifest_path)
+    if not rows:
+        raise ValueError(f"{manifest_path}: no utterances in the manifest; nothing written")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / INDEX).unlink(missing_ok=True)  # no index pointing at half-rewritten shards
     max_bytes = max_shard_mb * 1024 * 1024
     shards: list[dict] = []
     skipped = 0
+    first_error = ""
     writer: _ShardWriter | None = None
     try:
         for row in tqdm(rows, desc=f"shards {out}", unit="utt", disable=progress_disabled(progress)):
@@ -136,6 +140,7 @@ def write_shards(
             except (AudioError, OSError) as e:
                 log.warning("skipping %s (%s): %s", row["id"], row["audio"], e)
                 skipped += 1
+                first_error = first_error or f"{row['id']}: {e}"
                 continue
             meta = {k: v for k, v in row.items() if k != "audio"}
             meta["duration"] = seconds
@@ -147,6 +152,9 @@ def write_shards(
                 shards.append(writer.close())
                 writer = None
             if writer is None:
+                if not shards:  # the first clip that can be stored: from here on out_dir changes
+                    out.mkdir(parents=True, exist_ok=True)
+                    (out / INDEX).unlink(missing_ok=True)  # no index pointing at half-rewritten shards
                 writer = _ShardWriter(out / f"{len(shards):06d}.tar")
             writer.add(id_to_key(row["id"]), members, seconds)
         if writer is not None:
@@ -155,6 +163,10 @@ def write_shards(
     finally:
         if writer is not None:
             writer.abort()
+    if not shards:
+        raise ValueError(
+            f"no clip of {manifest_path} could be read; nothing written ({skipped} unreadable, the first {first_error})"
+        )
     names = {s["name"] for s in shards}
     for stale in out.iterdir():
         if _SHARD_NAME.match(stale.name) and stale.name not in names:
@@ -201,14 +213,16 @@ def lost_count(dropped: list[tuple[str, str, str]]) -> int:
     return sum(_utterances(kind, detail) for _, kind, detail in dropped if kind not in NOT_LOST)
 
 
-def lost_summary(dropped: list[tuple[str, str, str]], first: int = 3) -> str:
-    """ "N lost (kind n, ...), e.g. id (kind: detail), ..." for an error or a log line."""
+def lost_summary(dropped: list[tuple[str, str, str]], first: int = 3, verb: str = "lost") -> str:
+    """ "N utterance(s) lost (kind n, ...), e.g. id (kind: detail), ..." for an error or a log
+    line (shard read errors are counted as errors, not utterances)."""
     kinds: dict[str, int] = {}
     for _, kind, detail in dropped:
         kinds[kind] = kinds.get(kind, 0) + (1 if kind == "shard_error" else _utterances(kind, detail))
     examples = ", ".join(f"{u} ({kind}: {detail})" for u, kind, detail in dropped[:first])
     counts = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
-    return f"{lost_count(dropped)} utterance(s) lost ({counts}), e.g. {examples}"
+    n = sum(_utterances(kind, detail) for _, kind, detail in dropped)
+    return f"{n} utterance(s) {verb} ({counts}), e.g. {examples}"
 
 
 class IncompleteSetError(ValueError):

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..config import from_dict, to_dict
 from ..device import resolve_device
-from ..features import FeatureConfig
+from ..features import FeatureConfig, check_features
 from ..tokenizer import Tokenizer, load_tokenizer
 from .encoder import ASTEncoder, EncoderConfig
 from .heads import ClassificationHead, ClassifierConfig, CTCHead, CTCHeadConfig
@@ -89,21 +89,71 @@ class LoadedModel:
         return self.model.cfg.encoder.frame_seconds(self.features.frame_shift_ms)
 
 
+def _read_json_config(cls, path: Path):
+    """A dataclass from a JSON file; ValueError naming the file for anything that is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 JSON file (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno} ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return from_dict(cls, data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e.args[0] if e.args else e}") from None
+
+
+def _read_weights(path: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        size = path.stat().st_size
+        raise ValueError(
+            f"{path}: cannot read the weights ({e}; {size} bytes): truncated or not a safetensors file"
+        ) from None
+
+
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model directory written by `ASTModel.save` (or `astctc average`) onto `device`
     ("auto": CUDA when there is one, else the CPU)."""
-    from safetensors.torch import load_file
-
     d = Path(directory)
     for name in ("config.json", "model.safetensors"):
         if not (d / name).exists():
             raise FileNotFoundError(f"{d}: not a model directory (missing {name})")
-    cfg = from_dict(ModelConfig, json.loads((d / "config.json").read_text()))
-    feats = FeatureConfig()
-    if (d / "features.json").exists():
-        feats = from_dict(FeatureConfig, json.loads((d / "features.json").read_text()))
-    model = ASTModel(cfg)
-    model.load_state_dict(load_file(str(d / "model.safetensors")))
+    if not (d / "features.json").exists():
+        # every directory ASTModel.save (train, average) writes has one; without it the
+        # features would silently be the defaults, not those the model was trained with
+        raise FileNotFoundError(
+            f"{d / 'features.json'}: missing: the model directory does not say which features it "
+            "was trained with (ASTModel.save writes features.json; copy the training run's)"
+        )
+    cfg = _read_json_config(ModelConfig, d / "config.json")
+    feats = _read_json_config(FeatureConfig, d / "features.json")
+    try:
+        check_features(feats, prefix="")
+    except ValueError as e:
+        raise ValueError(f"{d / 'features.json'}: {e}") from None
+    if feats.num_mel_bins != cfg.encoder.num_mel_bins:
+        raise ValueError(
+            f"{d / 'features.json'}: num_mel_bins {feats.num_mel_bins} but the encoder of config.json "
+            f"takes {cfg.encoder.num_mel_bins}"
+        )
+    try:
+        model = ASTModel(cfg)
+    except ValueError as e:
+        raise ValueError(f"{d / 'config.json'}: {e}") from None
+    state = _read_weights(d / "model.safetensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # names every tensor: many lines
+        first = str(e).strip().splitlines()
+        why = " ".join(line.strip() for line in first[1:3]) or first[0]
+        raise ValueError(f"{d / 'model.safetensors'}: the weights do not fit config.json ({why[:300]})") from None
     tokenizer = load_tokenizer(d) if cfg.ctc is not None else None
     if tokenizer is not None and tokenizer.vocab_size != cfg.ctc.vocab_size:
         raise ValueError(f"{d}: tokenizer has {tokenizer.vocab_size} tokens but the CTC head {cfg.ctc.vocab_size}")

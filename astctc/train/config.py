@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import ConfigError, above, at_least, fraction, one_of, register_check
 from ..data.pipeline import DataConfig, Featurizer
 from ..device import PRECISIONS
-from ..features import FeatureConfig
+from ..features import FeatureConfig, check_features
 from ..models.model import ModelConfig
 
 
@@ -55,25 +56,122 @@ def table_seconds(cfg: TrainConfig) -> float:
     return cfg.model.encoder.max_frames * cfg.features.frame_shift_ms / 1000
 
 
-def check_config(cfg: TrainConfig) -> None:
-    """Reject settings a run cannot use, before it loads or builds anything."""
-    longest = cfg.data.max_duration
-    if longest is not None and longest > table_seconds(cfg) + cfg.features.frame_length_ms / 1000:
-        raise ValueError(
-            f"data.max_duration {longest:g} s is longer than the position table covers "
-            f"(model.encoder.max_frames {cfg.model.encoder.max_frames} = {table_seconds(cfg):g} s): "
-            "lower it, or leave it unset to follow the table"
+@register_check(TrainConfig)
+def validate_config(cfg: TrainConfig) -> None:
+    """Reject values no run can use, naming the key: `load_config` runs this on every
+    TrainConfig it reads, so a bad value fails before anything is loaded or built (not as an
+    assertion in a DataLoader worker, and not by training silently for a negative count)."""
+    at_least(cfg, "", 1, "max_steps", "max_epochs", "checkpoint_every", "keep_checkpoints", "log_every", "grad_accum")
+    above(cfg, "", 0, "peak_tflops")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(
+            "precision",
+            f"precision must be one of {', '.join(PRECISIONS)}, not {cfg.precision!r} "
+            "(auto is bf16 on CUDA and on CPUs with AMX, fp32 elsewhere)",
+            whole=True,
         )
-    if cfg.grad_accum < 1:
-        raise ValueError(f"grad_accum must be >= 1, not {cfg.grad_accum}")
+    one_of(cfg, "", "init_kernel_resize", ("pi", "bilinear"))
+    if not str(cfg.exp_dir).strip():
+        raise ConfigError("exp_dir", "exp_dir is empty: give the run's output directory", whole=True)
+    _validate_model(cfg.model)
+    check_features(cfg.features)
+    if cfg.features.num_mel_bins != cfg.model.encoder.num_mel_bins:
+        raise ConfigError(
+            "features.num_mel_bins",
+            f"features.num_mel_bins {cfg.features.num_mel_bins} differs from model.encoder.num_mel_bins "
+            f"{cfg.model.encoder.num_mel_bins}: the encoder takes what the features give; set both",
+            whole=True,
+        )
+    _validate_data(cfg.data)
+    _validate_optim(cfg.optim)
     heads = {"ctc"} if cfg.model.ctc is not None else set()
     unknown = set(cfg.loss_weights) - heads - set(cfg.model.classifiers)
     if unknown:
-        raise ValueError(f"loss_weights names no head of the model: {sorted(unknown)}")
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(
-            f"precision must be one of {', '.join(PRECISIONS)}, not {cfg.precision!r} "
-            "(auto is bf16 on CUDA and on CPUs with AMX, fp32 elsewhere)"
+        raise ConfigError("loss_weights", f"loss_weights names no head of the model: {sorted(unknown)}", whole=True)
+    longest = cfg.data.max_duration
+    if longest is not None and longest > table_seconds(cfg) + cfg.features.frame_length_ms / 1000:
+        raise ConfigError(
+            "data.max_duration",
+            f"data.max_duration {longest:g} s is longer than the position table covers "
+            f"(model.encoder.max_frames {cfg.model.encoder.max_frames} = {table_seconds(cfg):g} s): "
+            "lower it, or leave it unset to follow the table",
+            whole=True,
+        )
+
+
+def _validate_model(m: ModelConfig) -> None:
+    e, p = m.encoder, "model.encoder."
+    at_least(e, p, 1, "num_mel_bins", "patch_freq", "patch_time", "stride_freq", "stride_time")
+    at_least(e, p, 1, "embed_dim", "depth", "num_heads", "max_frames")
+    at_least(e, p, 0, "conv_pos", "conv_kernel")
+    above(e, p, 0, "mlp_ratio", "layer_norm_eps")
+    fraction(e, p, "dropout", "attn_dropout")
+    one_of(e, p, "attention", ("padded", "packed"))
+    if e.num_cls_tokens not in (1, 2):
+        raise ConfigError(p + "num_cls_tokens", f"must be 1 (ViT) or 2 (AST), not {e.num_cls_tokens}")
+    if e.embed_dim % e.num_heads:
+        raise ConfigError(p + "num_heads", f"{e.num_heads} does not divide embed_dim {e.embed_dim}")
+    if e.patch_freq > e.num_mel_bins:
+        raise ConfigError(p + "patch_freq", f"{e.patch_freq} is taller than the {e.num_mel_bins} mel bins")
+    if e.patch_time > e.max_frames:
+        raise ConfigError(p + "max_frames", f"{e.max_frames} is shorter than one patch ({e.patch_time} frames)")
+    for key in ("conv_pos", "conv_kernel"):
+        if getattr(e, key) and getattr(e, key) % 2 == 0:
+            raise ConfigError(p + key, f"must be odd (a centred kernel) or 0 (off), not {getattr(e, key)}")
+    if m.ctc is not None:
+        at_least(m.ctc, "model.ctc.", 0, "vocab_size")
+        one_of(m.ctc, "model.ctc.", "combine", ("concat", "mean"))
+        fraction(m.ctc, "model.ctc.", "dropout")
+    for name, head in m.classifiers.items():
+        p = f"model.classifiers.{name}."
+        at_least(head, p, 0, "num_classes")
+        fraction(head, p, "label_smoothing")
+        one_of(head, p, "pool", ("cls", "mean"))
+
+
+def _validate_data(d: DataConfig) -> None:
+    above(d, "data.", 0, "max_batch_seconds", "max_batch_seconds2", "max_duration")
+    at_least(d, "data.", 1, "max_batch_size", "bucket_buffer")
+    at_least(d, "data.", 0, "num_buckets", "num_workers", "prefetch")
+    s = d.spec_augment
+    at_least(s, "data.spec_augment.", 0, "freq_masks", "freq_width", "time_masks", "time_width")
+    fraction(s, "data.spec_augment.", "time_ratio", closed=True)
+    a = d.augment
+    if not a.speeds or not all(v > 0 for v in a.speeds):
+        raise ConfigError("data.augment.speeds", f"must be a non-empty list of factors > 0, not {a.speeds!r}")
+    fraction(a, "data.augment.", "freq_warp", "tempo")
+    fraction(d.mixup, "data.mixup.", "prob", closed=True)
+    above(d.mixup, "data.mixup.", 0, "alpha")
+    one_of(d.mixup, "data.mixup.", "level", ("fbank", "waveform"))
+    at_least(d.balance, "data.balance.", 0, "power")
+
+
+def _validate_optim(o: OptimConfig) -> None:
+    at_least(o, "optim.", 0, "lr", "weight_decay", "warmup_steps", "final_lr_ratio", "grad_clip")
+    at_least(o, "optim.", 0, "freeze_encoder_steps")
+    one_of(o, "optim.", "schedule", ("cosine", "linear", "constant"))
+    if not 0 < o.layer_decay <= 1:
+        raise ConfigError("optim.layer_decay", f"must be in (0, 1], not {o.layer_decay!r}")
+    if not all(0 <= b < 1 for b in o.betas):
+        raise ConfigError("optim.betas", f"must be two numbers in [0, 1), not {list(o.betas)!r}")
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Reject settings a run cannot use, before it loads or builds anything: the value checks
+    (`validate_config`, also run when the config is read) and what a training run needs
+    beyond them (training data; a tokenizer for a CTC head)."""
+    validate_config(cfg)
+    if not (cfg.data.train or "").strip():
+        raise ConfigError(
+            "data.train",
+            "data.train is empty: no training data given (shards: a directory, index.json or tars)",
+            whole=True,
+        )
+    if cfg.model.ctc is not None and not (cfg.data.tokenizer or "").strip():
+        raise ConfigError(
+            "data.tokenizer",
+            "data.tokenizer is empty: a model with a CTC head needs one (astctc tokenizer); model.ctc=null for none",
+            whole=True,
         )
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..config import load_config, save_config, to_dict
 from ..data.pipeline import Featurizer, make_loader
+from ..data.shards import lost_summary
 from ..device import autocast, cpu_has_fast_bf16, cuda_unavailable_reason, peak_tflops, resolve_device, use_bf16
 from ..logs import progress_disabled, setup_logging
 from ..models.flops import encoder_tokens, train_flops
@@ -175,8 +176,15 @@ class Trainer:
             return self.step < cfg.max_steps and (cfg.max_epochs is None or self.epoch < cfg.max_epochs)
 
         while more():
+            start = self.step
             finished_epoch = self.run_epoch(featurizer, batches)
             batches = None
+            if finished_epoch and self.step == start:  # would loop forever, saving step after step
+                dropped = self.window.take_dropped()
+                raise ValueError(
+                    f"{cfg.data.train}: epoch {self.epoch} gave no batch to train on"
+                    + (f": {lost_summary(dropped, verb='dropped')}" if dropped else " (no utterances read)")
+                )
             if finished_epoch:
                 self.epoch += 1
                 self.batch_in_epoch = 0
