@@ -437,14 +437,14 @@ BAD_INPUTS: list[BadInput] = [
     # shard sets read whole or not at all: what decode loses is an error after it wrote the rest
     BadInput(
         "decode-a-shard-missing",
-        lambda tmp, ctx: _decode(ctx, _broken_shards(tmp, ctx, lambda shard: shard.unlink())),
+        lambda tmp, ctx: _decode_shards(ctx, _broken_shards(tmp, ctx, lambda shard: shard.unlink())),
         r"{tmp}/shards",
         r"\d+ of 12 utterances scored; \d+ utterance\(s\) lost \(missing \d+, shard_error 1\).*--allow-missing",
         lambda tmp: _decoded_some(tmp),
     ),
     BadInput(
         "decode-a-corrupt-tar-header",
-        lambda tmp, ctx: _decode(ctx, _broken_shards(tmp, ctx, _corrupt_second_header)),
+        lambda tmp, ctx: _decode_shards(ctx, _broken_shards(tmp, ctx, _corrupt_second_header)),
         r"{tmp}/shards",
         r"\d+ of 12 utterances scored; \d+ utterance\(s\) lost \(missing \d+\)",
         lambda tmp: _decoded_some(tmp),
@@ -475,7 +475,7 @@ def _corrupt_second_header(shard: Path) -> None:
         f.write(b"\x7f" * 512)  # Python's tar reader ends the archive here, without an error
 
 
-def _decode(ctx: dict, shards: Path) -> list[str]:
+def _decode_shards(ctx: dict, shards: Path) -> list[str]:
     return ["decode", "--model", str(ctx["model"]), "--data", str(shards), "--out", str(shards.parent / "dec")]
 
 
