@@ -449,6 +449,14 @@ BAD_INPUTS: list[BadInput] = [
         r"\d+ of 12 utterances scored; \d+ utterance\(s\) lost \(missing \d+\)",
         lambda tmp: _decoded_some(tmp),
     ),
+    # a hostile archive (tests/archive_attack.py): refused, nothing written outside, set aside
+    BadInput(
+        "download-archive-escaping-through-a-symlink-chain",
+        lambda tmp, ctx: _attack_download(tmp),
+        r"{tmp}/dl/evil\.tar\.gz: member 'a'",
+        r"is a symbolic link .*refusing to extract it.*moved to .*evil\.tar\.gz\.bad",
+        lambda tmp: _nothing_outside(tmp),
+    ),
 ]
 
 
@@ -477,6 +485,21 @@ def _corrupt_second_header(shard: Path) -> None:
 
 def _decode_shards(ctx: dict, shards: Path) -> list[str]:
     return ["decode", "--model", str(ctx["model"]), "--data", str(shards), "--out", str(shards.parent / "dec")]
+
+
+def _attack_download(tmp: Path) -> list[str]:
+    from astctc.corpora.download import file_digests
+    from tests.archive_attack import build_symlink_chain_tar
+
+    (tmp / "outside").mkdir()
+    evil = build_symlink_chain_tar(tmp / "evil.tar.gz", tmp / "outside" / "pwned.txt")
+    sums = _text(tmp, f"{file_digests(evil, ('sha256',))['sha256']}  evil.tar.gz\n", "sha256sum.txt")
+    argv = ["download", "speechcommands", "--out", str(tmp / "dl"), "--url", str(evil), "--test-url", ""]
+    return argv + ["--checksums", str(sums)]
+
+
+def _nothing_outside(tmp: Path) -> None:
+    assert list((tmp / "outside").iterdir()) == [] and (tmp / "dl" / "evil.tar.gz.bad").exists()
 
 
 def _decoded_some(tmp: Path) -> None:

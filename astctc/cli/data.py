@@ -41,18 +41,21 @@ def cmd_download(a: argparse.Namespace) -> None:
             endpoint=a.hf_endpoint,
             revision=a.revision,
             keep_archives=a.keep_archives,
+            checksums=a.checksums,
         )
         print(json.dumps(info, indent=1))
     elif a.corpus == "speechcommands":
         from ..corpora import speechcommands as sc
 
         test_url = sc.TEST_URL if a.test_url is None else a.test_url or None
-        dirs = sc.download_speechcommands(a.out, a.url or sc.TRAIN_URL, test_url)
+        dirs = sc.download_speechcommands(a.out, a.url or sc.TRAIN_URL, test_url, a.checksums)
         print(json.dumps({k: str(v) for k, v in dirs.items()}))
     else:
         from ..corpora import esc50
+        from ..corpora.download import digest_kw, read_checksums
 
-        print(esc50.download_esc50(a.out, a.url or esc50.URL))
+        sums = read_checksums(a.checksums) if a.checksums else {}
+        print(esc50.download_esc50(a.out, a.url or esc50.URL, **digest_kw(sums.get("ESC-50-master.zip"))))
 
 
 def cmd_prepare(a: argparse.Namespace) -> None:
@@ -175,7 +178,7 @@ def _download(sub) -> None:
     c.add_argument(
         "--lm-mirror", default="https://www.openslr.org/resources/11", help="base URL or directory holding the LM files"
     )
-    c.add_argument("--checksums", default=None, help="md5sum-format file overriding the published md5 sums")
+    c.add_argument("--checksums", default=None, help="md5sum/sha256sum-format file overriding the published md5 sums")
     c.add_argument("--keep-archives", type=yes_no, default=True, help="keep .tar.gz after unpacking (true|false)")
     c.add_argument("--workers", type=int, default=4, help="parallel downloads (each host gets at most 3)")
     c = add_parser(corpora, "fleurs", "google/fleurs audio archives and TSVs from the Hugging Face hub", cmd_download)
@@ -190,15 +193,24 @@ def _download(sub) -> None:
     c.add_argument("--hf-endpoint", default=None, help="Hugging Face hub endpoint (default: HF_ENDPOINT or the hub)")
     c.add_argument("--revision", default="main", help="dataset repo revision (branch, tag or commit)")
     c.add_argument("--keep-archives", type=yes_no, default=True, help="keep .tar.gz after unpacking (true|false)")
+    c.add_argument(
+        "--checksums",
+        default=None,
+        help="md5sum/sha256sum-format file of repo paths (data/<lang>/audio/train.tar.gz) for --mirror files",
+    )
     c = add_parser(
         corpora, "speechcommands", "Speech Commands v0.02: the training and 12-class test archives", cmd_download
     )
     c.add_argument("--out", required=True, help="directory for the archives and their unpacked trees")
     c.add_argument("--url", default=None, help="training archive (default: the public one)")
     c.add_argument("--test-url", default=None, help="12-class test archive (default: the public one; '' skips)")
+    c.add_argument("--checksums", default=None, help="md5sum/sha256sum-format file for archives from other URLs")
     c = add_parser(corpora, "esc50", "ESC-50: the archive (master.zip), unpacked", cmd_download)
     c.add_argument("--out", required=True, help="directory for the archive and ESC-50-master/")
     c.add_argument("--url", default=None, help="archive (default: the public master.zip)")
+    c.add_argument(
+        "--checksums", default=None, help="md5sum/sha256sum-format file with ESC-50-master.zip for another --url"
+    )
 
 
 def _prepare(sub) -> None:

@@ -20,7 +20,14 @@ from pathlib import Path
 from ..audio import audio_duration
 from ..data.manifest import write_manifest
 
-URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
+URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"  # now karolpiczak/ESC-50 (GitHub redirects)
+# The published md5 of that archive: soundata/soundata soundata/datasets/esc50.py (REMOTES["all"]),
+# hearbenchmark/hear-preprocess hearpreprocess/secrettasks/hearsecrettasks/esc50.py, and
+# PaddlePaddle/Paddle python/paddle/audio/datasets/esc50.py (for Paddle's copy of the same file)
+# agree. GitHub builds master.zip from the branch: a new commit there would change it, and the
+# check would then fail (ChecksumError) rather than pass other bytes.
+MD5 = "7771e4b9d86d0945acce719c7a59305a"
+PUBLISHED = (URL, "https://github.com/karolpiczak/ESC-50/archive/master.zip")  # where that md5 applies
 HEAD = "category"
 FOLDS = 5
 
@@ -87,10 +94,21 @@ def prepare_esc50(source: str | Path, out_dir: str | Path) -> dict:
     return counts
 
 
-def download_esc50(out_dir: str | Path, url: str = URL) -> Path:
-    """Fetch (resumable, checksum-recorded) and unpack the archive; returns the ESC-50 root."""
-    from .download import extract, fetch
+def download_esc50(out_dir: str | Path, url: str = URL, md5: str | None = None, sha256: str | None = None) -> Path:
+    """Fetch (resumable, checked against the published md5) and unpack the archive; returns the
+    ESC-50 root. Another `url` (a mirror, a copy) is checked against `md5`/`sha256` when given,
+    otherwise only for completeness, and reported as unverified."""
+    from .download import ChecksumError, extract, fetch
 
     out = Path(out_dir)
-    archive = fetch(url, out / "ESC-50-master.zip")
+    expected = {"md5": md5, "sha256": sha256} if md5 or sha256 else {"md5": MD5} if url in PUBLISHED else {}
+    try:
+        archive = fetch(url, out / "ESC-50-master.zip", **expected)
+    except ChecksumError as e:
+        if url not in PUBLISHED or md5 or sha256:
+            raise
+        raise ChecksumError(
+            f"{e}. (master.zip is GitHub's archive of a branch: if the branch moved since the md5 was "
+            "published, fetch a copy you trust and pass it with --url)"
+        ) from None
     return find_root(extract(archive, out))

@@ -25,7 +25,19 @@ from pathlib import Path
 
 from ..audio import audio_duration
 from ..data.manifest import write_manifest
-from .download import DownloadError, extract, extracted, fetch_many, join_source, recorded_sha256, remove, verify
+from .download import (
+    DownloadError,
+    digest_kw,
+    extract,
+    extracted,
+    fetch_many,
+    join_source,
+    read_checksums,
+    read_record,
+    remove,
+    report,
+    verify,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +78,8 @@ def offline_help(out: Path, langs: list[str], err: Exception) -> str:
 
 
 def _hub_fetch(paths: list[str], out: Path, langs: list[str], endpoint: str | None, revision: str) -> None:
-    """hf_hub_download each path into out/<path>; check LFS files against the hub's sha256."""
+    """hf_hub_download each path into out/<path>; check it against what the hub lists: the
+    sha256 of a file in LFS (the audio archives), the git blob id of any other (the TSVs)."""
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -85,6 +98,7 @@ def _hub_fetch(paths: list[str], out: Path, langs: list[str], endpoint: str | No
     try:
         infos = HfApi(endpoint=endpoint).get_paths_info(REPO_ID, paths, repo_type="dataset", revision=revision)
         sha256 = {i.path: i.lfs.sha256 for i in infos if getattr(i, "lfs", None)}
+        blob = {i.path: i.blob_id for i in infos if getattr(i, "blob_id", None)}
         missing = sorted(set(paths) - {i.path for i in infos})
         if missing:
             raise DownloadError(
@@ -93,7 +107,7 @@ def _hub_fetch(paths: list[str], out: Path, langs: list[str], endpoint: str | No
             )
         for p in paths:
             hf_hub_download(REPO_ID, p, repo_type="dataset", revision=revision, local_dir=out, endpoint=endpoint)
-            verify(out / p, sha256=sha256.get(p))
+            verify(out / p, sha256=sha256.get(p), git_sha1=None if p in sha256 else blob.get(p))
     except (OfflineModeIsEnabled, LocalEntryNotFoundError, *net_errors) as e:
         raise DownloadError(offline_help(out, langs, e)) from None
     except GatedRepoError as e:
@@ -121,17 +135,23 @@ def download(
     revision: str = "main",
     keep_archives: bool = True,
     progress: bool = True,
+    checksums: str | Path | None = None,
 ) -> dict:
     """Fetch the TSVs and audio archives of `langs` into `out_dir/data/<lang>/` (the hub repo's
     layout) and unpack the audio into `out_dir/data/<lang>/audio/<split>/`.
 
     Source: the hub through `huggingface_hub` (`endpoint` for a hub mirror), or `mirror`, a
     directory or base URL laid out like the repo (fetched with our resumable downloader).
-    Files already present are checked, not fetched; every file gets a `.sha256` record, and
-    hub files stored in LFS are compared with the sha256 the hub lists for them.
+    Files already present are checked, not fetched; every file gets a `.sha256` record. Hub
+    files are compared with what the hub lists for them (sha256 in LFS, else the git blob id).
+    A mirror publishes nothing to check against: `checksums`, an md5sum/sha256sum-format file
+    of repo paths (`<hex>  data/en_us/audio/train.tar.gz`, e.g. made where the files came
+    from the hub), supplies it; without one, mirror files are only checked to be complete and
+    are reported as unverified.
     """
     out = Path(out_dir)
     langs = [check_lang(x) for x in langs]
+    sums = read_checksums(checksums, keep_dirs=True) if checksums else {}
     wanted = []
     for lang in langs:
         for split in splits:
@@ -140,15 +160,20 @@ def download(
             wanted += [tsv_path(lang, split)] + ([] if done else [archive_path(lang, split)])
     todo = []
     for p in wanted:
-        if recorded_sha256(out / p):
+        expected = digest_kw(sums.get(p))
+        rec = read_record(out / p)
+        if rec is not None and (rec.verified or not expected):
+            if not rec.verified:
+                report(out / p, rec)  # every run that uses it says so
             continue
-        if (out / p).exists():  # placed by hand (offline): check it is readable, record its sha256
-            log.info("%s: present; recording its sha256", out / p)
-            verify(out / p)
+        if (out / p).exists():  # placed by hand (offline), or recorded before a checksum was given
+            log.info("%s: present; checking it", out / p)
+            verify(out / p, **expected)
         else:
             todo.append(p)
     if todo and mirror:
-        fetch_many([{"source": join_source(mirror, p), "dest": out / p} for p in todo], progress=progress)
+        jobs = [{"source": join_source(mirror, p), "dest": out / p, **digest_kw(sums.get(p))} for p in todo]
+        fetch_many(jobs, progress=progress)
     elif todo:
         _hub_fetch(todo, out, langs, endpoint, revision)
     for lang in langs:

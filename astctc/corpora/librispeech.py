@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..audio import audio_duration
 from ..data.manifest import write_manifest
-from .download import DownloadError, extract, extracted, fetch_many, join_source, read_checksums, remove
+from .download import DownloadError, digest_kw, extract, extracted, fetch_many, join_source, read_checksums, remove
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,10 @@ EVAL_SUBSETS = ("dev-clean", "dev-other", "test-clean", "test-other")
 SUBSETS = TRAIN_SUBSETS + EVAL_SUBSETS
 TRAIN_SETS = {"100": TRAIN_SUBSETS[:1], "460": TRAIN_SUBSETS[:2], "960": TRAIN_SUBSETS}
 
-# md5 of the published files: OpenSLR's md5sum.txt for resources 12 and 11 (the same values are
-# used by torchaudio-era loaders, k2/icefall and pytorch-database-prep).
+# md5 of the published files: OpenSLR's md5sum.txt for resources 12 and 11
+# (https://www.openslr.org/resources/12/md5sum.txt, .../11/md5sum.txt); all fourteen values are
+# the same in sdrobert/pytorch-database-prep librispeech.py (FILE2MD5), the seven archives' in
+# PaddlePaddle/PaddleSpeech dataset/librispeech/librispeech.py.
 MD5 = {
     "dev-clean.tar.gz": "42e2234ba48799c1f50f24a7926300a1",
     "dev-other.tar.gz": "c8d0bcc9cca99d4f8b62fcc847357931",
@@ -71,10 +73,10 @@ def download(
 ) -> dict:
     """Fetch and unpack `subsets` into `out_dir/LibriSpeech/<subset>`, LM files into `out_dir/lm`.
 
-    Archives are checked against the published md5 sums (`checksums`, an md5sum-format file,
-    adds to or replaces them, e.g. for a mirror that repackaged the files). A subset already
-    unpacked from a verified archive is skipped, also when the archive was deleted afterwards
-    (`keep_archives=False`).
+    Archives are checked against the published md5 sums (`checksums`, an md5sum- or
+    sha256sum-format file, adds to or replaces them, e.g. for a mirror that repackaged the
+    files). A subset already unpacked from a verified archive is skipped, also when the archive
+    was deleted afterwards (`keep_archives=False`).
     """
     unknown = sorted(set(subsets) - set(SUBSETS))
     if unknown:
@@ -88,10 +90,14 @@ def download(
     for s in sorted(set(subsets) - set(todo)):
         log.info("%s: unpacked already in %s", s, out / "LibriSpeech" / s)
     jobs = [
-        {"source": join_source(mirror, f"{s}.tar.gz"), "dest": out / f"{s}.tar.gz", "md5": sums.get(f"{s}.tar.gz")}
+        {
+            "source": join_source(mirror, f"{s}.tar.gz"),
+            "dest": out / f"{s}.tar.gz",
+            **digest_kw(sums.get(f"{s}.tar.gz")),
+        }
         for s in todo
     ]
-    jobs += [{"source": join_source(lm_mirror, f), "dest": out / "lm" / f, "md5": sums.get(f)} for f in lm_files]
+    jobs += [{"source": join_source(lm_mirror, f), "dest": out / "lm" / f, **digest_kw(sums.get(f))} for f in lm_files]
     fetch_many(jobs, workers=workers, progress=progress)
     for s in todo:
         archive = out / f"{s}.tar.gz"

@@ -26,14 +26,28 @@ import random
 import re
 import zlib
 from pathlib import Path
+from urllib.parse import urlparse
 
 from ..audio import audio_duration
 from ..data.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
-TRAIN_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
-TEST_URL = "http://download.tensorflow.org/data/speech_commands_test_set_v0.02.tar.gz"
+BASE_URL = "https://storage.googleapis.com/download.tensorflow.org/data/"  # download.tensorflow.org's bucket
+TRAIN_URL = BASE_URL + "speech_commands_v0.02.tar.gz"
+TEST_URL = BASE_URL + "speech_commands_test_set_v0.02.tar.gz"
+# The published sha256 of the two archives (2428923189 and 112563277 bytes): TensorFlow Datasets'
+# checksum list, tensorflow/datasets tensorflow_datasets/url_checksums/speech_commands.txt. The
+# training archive's also in pytorch/audio torchaudio/datasets/speechcommands.py (_CHECKSUMS);
+# hearbenchmark/hear-preprocess hearpreprocess/speech_commands.py lists the md5 of both
+# (6b74f3901214cb2c2934e98196829835, 854c580ee90bff80c516491c84544e32).
+SHA256 = {
+    "speech_commands_v0.02.tar.gz": "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
+    "speech_commands_test_set_v0.02.tar.gz": "cc2a00c1147c2254e9be3fa0f779d8c17421dc349b86366567a8edfa9acd51df",
+}
+# Where those archives are published (the sums are checked for these URLs, any scheme): a --url
+# elsewhere is another file as far as anyone can tell, unverified unless its checksum is given.
+PUBLISHED = ("storage.googleapis.com/download.tensorflow.org/data/", "download.tensorflow.org/data/")
 WORDS12 = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 CLASSES12 = WORDS12 + ["_silence_", "_unknown_"]
 WORDS35 = sorted(
@@ -201,19 +215,36 @@ def prepare_speechcommands(
     return {part: len(rs) for part, rs in sets.items()}
 
 
-def download_speechcommands(out_dir: str | Path, url: str = TRAIN_URL, test_url: str | None = TEST_URL) -> dict:
-    """Fetch (resumable, checksum-recorded) and unpack the training archive and the 12-class
-    test archive into out_dir/{speech_commands_v0.02, speech_commands_test_set_v0.02}."""
-    from urllib.parse import urlparse
+def published_checksum(url: str) -> dict[str, str]:
+    """{"sha256": ...} for the published archives at their published URLs, else {}."""
+    u = urlparse(url)
+    where = u.netloc + u.path.rsplit("/", 1)[0] + "/"
+    name = Path(u.path).name
+    return {"sha256": SHA256[name]} if where in PUBLISHED and name in SHA256 else {}
 
-    from .download import extract, fetch
 
+def download_speechcommands(
+    out_dir: str | Path,
+    url: str = TRAIN_URL,
+    test_url: str | None = TEST_URL,
+    checksums: dict[str, str] | str | Path | None = None,
+) -> dict:
+    """Fetch (resumable, checked against the published sha256) and unpack the training archive
+    and the 12-class test archive into out_dir/{speech_commands_v0.02, speech_commands_test_set_v0.02}.
+
+    `checksums` ({file name: md5 or sha256 hex}, or an md5sum/sha256sum-format file) gives the
+    checksum of an archive from another `url` (a mirror, a local copy); without one such an
+    archive is only checked to be complete and is reported as unverified."""
+    from .download import digest_kw, extract, fetch, read_checksums
+
+    sums = read_checksums(checksums) if isinstance(checksums, (str, Path)) else dict(checksums or {})
     out = Path(out_dir)
     dirs = {}
     for key, u in (("train", url), ("test", test_url)):
         if not u:
             continue
         name = Path(urlparse(u).path).name or f"speech_commands_{key}.tar.gz"
-        archive = fetch(u, out / name)
+        expected = digest_kw(sums[name]) if name in sums else published_checksum(u)
+        archive = fetch(u, out / name, **expected)
         dirs[key] = extract(archive, out / name.split(".tar")[0])
     return dirs
