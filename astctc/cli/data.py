@@ -50,6 +50,12 @@ def cmd_download(a: argparse.Namespace) -> None:
         test_url = sc.TEST_URL if a.test_url is None else a.test_url or None
         dirs = sc.download_speechcommands(a.out, a.url or sc.TRAIN_URL, test_url, a.checksums)
         print(json.dumps({k: str(v) for k, v in dirs.items()}))
+    elif a.corpus == "ljspeech":
+        from ..corpora import ljspeech
+        from ..corpora.download import digest_kw, read_checksums
+
+        sums = read_checksums(a.checksums) if a.checksums else {}
+        print(ljspeech.download(a.out, a.url or ljspeech.URL, **digest_kw(sums.get("LJSpeech-1.1.tar.bz2"))))
     else:
         from ..corpora import esc50
         from ..corpora.download import digest_kw, read_checksums
@@ -72,6 +78,10 @@ def cmd_prepare(a: argparse.Namespace) -> None:
         from ..corpora.speechcommands import prepare_speechcommands
 
         info = prepare_speechcommands(a.src, a.out, a.classes, a.test_src, a.dev_percent, a.test_percent)
+    elif a.corpus == "ljspeech":
+        from ..corpora.ljspeech import DEV, TEST, prepare
+
+        info = prepare(a.root, a.out, a.dev or DEV, a.test or TEST)
     elif a.corpus == "esc50":
         from ..corpora.esc50 import prepare_esc50
 
@@ -212,6 +222,13 @@ def _download(sub) -> None:
         "--checksums", default=None, help="md5sum/sha256sum-format file with ESC-50-master.zip for another --url"
     )
 
+    c = add_parser(corpora, "ljspeech", "LJSpeech 1.1: the archive (LJSpeech-1.1.tar.bz2), unpacked", cmd_download)
+    c.add_argument("--out", required=True, help="directory for the archive and LJSpeech-1.1/")
+    c.add_argument("--url", default=None, help="archive (default: the published one)")
+    c.add_argument(
+        "--checksums", default=None, help="md5sum/sha256sum-format file with LJSpeech-1.1.tar.bz2 for another --url"
+    )
+
 
 def _prepare(sub) -> None:
     corpora = _corpus_verb(sub, "prepare", "manifests from a corpus in its upstream layout", cmd_prepare)
@@ -236,6 +253,16 @@ def _prepare(sub) -> None:
     c.add_argument("--classes", type=int, choices=[12, 35], default=12, help="the 12-class task or all 35 words")
     c.add_argument("--dev-percent", type=float, default=10.0, help="speaker-hash split (no lists)")
     c.add_argument("--test-percent", type=float, default=10.0, help="speaker-hash split (no lists)")
+    c = add_parser(
+        corpora,
+        "ljspeech",
+        "metadata.csv + wavs/ -> {train,dev,test}/manifest.jsonl (held out by chapter or clip range)",
+        cmd_prepare,
+    )
+    c.add_argument("--root", required=True, help="LJSpeech-1.1/ (or its parent): metadata.csv and wavs/")
+    c.add_argument("--out", required=True, help="directory for {train,dev,test}/")
+    c.add_argument("--dev", nargs="+", default=None, help="chapters or id ranges A..B held out (default: LJ049)")
+    c.add_argument("--test", nargs="+", default=None, help="chapters or id ranges A..B held out (default: LJ050)")
     c = add_parser(
         corpora,
         "esc50",
