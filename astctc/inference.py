@@ -1,8 +1,16 @@
 """A model directory loaded for inference on audio of any length.
 
-Audio is cut into consecutive, non-overlapping windows of the position table's length (a word
-that straddles a cut may be split), and windows run through the model in padded batches of
-similar length.
+Audio is cut into windows of the position table's length that overlap: every window carries
+`context` fbank frames of left and right context around a centre, and only the centre's CTC
+frames are kept (the first window also keeps its left edge, the last its right edge). Window
+starts are multiples of the encoder's time stride (fbank frames per CTC frame), so window k's
+CTC column j is the file's CTC frame start / stride + j and the kept spans tile the file's CTC
+frames exactly; `item_log_probs` stitches them into one (T, V) matrix per item, which is
+decoded once, so a word across a cut is no longer split and the result does not depend on
+where the cuts fall. The stitched matrix is small (an hour at 10 frames/s and 30 tokens is
+about 4 MB of float32). context=0 gives the old non-overlapping windows, cut at the same
+places when the patch and stride divide the window (else at the last whole CTC frame), all
+columns kept and stitched.
 
 Files are read as a stream (`iter_windows`): blocks of samples are decoded as they are needed
 and each window's fbank features are computed from that window's own samples, so memory is
@@ -10,14 +18,14 @@ bounded by the window length and the chunk of windows run at once, not by the fi
 Each window is featurised as an utterance of its own: `fbank` removes the waveform mean of the
 samples it is given (and `utterance_cmvn` / `utterance_level` normalise over them), so these
 statistics are per window, as they were per utterance in training. A file no longer than one
-window is featurised exactly as a whole file is.
+window is featurised and decoded exactly as a whole file is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Callable, Iterator, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -28,24 +36,89 @@ from .models.model import load_model
 
 Audio = Union[Source, Tensor]
 
+# seconds of context on each side of a window's kept centre: AST attends over its whole window,
+# so frames near a cut lack what follows or precedes them; 1 s (two or three words) on each side
+# was best of 0.5/1/1.5/2 s on the dev long files of bench/long_audio.py and leaves an 8.24 s
+# centre of a 10.24 s window (1.24x the forward passes of no overlap)
+DEFAULT_CONTEXT_SECONDS = 1.0
+ITEM_ERRORS = (AudioError, ValueError, OSError)  # what fails one item and not the others
+
 
 @dataclass
 class Window:
     feats: Tensor  # (frames, mel bins)
     source: int  # index of the audio it was cut from
     start: int  # its first fbank frame in that audio
+    keep: tuple[int, int | None] = (0, None)  # CTC columns of this window that are kept (end None: to its end)
+    last: bool = True  # the item's last window
+
+
+@dataclass
+class Failed:
+    """An item that could not be read: its windows stop here."""
+
+    source: int
+    error: Exception
 
 
 class WindowedModel:
-    """A model on a device ("auto": CUDA when there is one), run over windows of audio."""
+    """A model on a device ("auto": CUDA when there is one), run over windows of audio.
 
-    def __init__(self, model_dir: str | Path, device: str = "auto", batch_seconds: float = 120.0):
+    runtime "onnx" runs the forward passes through `astctc.export.OnnxModel` (the model's
+    model.onnx) instead of PyTorch; batch_size caps the windows per forward pass; context is
+    seconds of left/right context per window (None: DEFAULT_CONTEXT_SECONDS for a CTC model,
+    0 for a classifier, whose window probabilities are averaged; at most a quarter of a window);
+    window is seconds per window (None: the position table's length; shorter suits a model
+    trained on short utterances, whose later positions were never trained).
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "auto",
+        batch_seconds: float = 120.0,
+        runtime: str = "torch",
+        batch_size: int | None = None,
+        context: float | None = None,
+        window: float | None = None,
+    ):
         loaded = load_model(model_dir, device)
         self.model, self.features, self.tokenizer = loaded.model, loaded.features, loaded.tokenizer
         self.device = loaded.device
         self.frame_seconds = loaded.frame_seconds  # seconds per CTC output frame
-        self.window = self.model.cfg.encoder.max_frames  # fbank frames per window
+        enc = self.model.cfg.encoder
+        self.window = enc.max_frames  # fbank frames per window
+        self.stride = enc.stride_time  # fbank frames per CTC frame
         self.batch_seconds = batch_seconds
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+        if runtime not in ("torch", "onnx"):
+            raise ValueError(f"runtime must be torch or onnx, not {runtime!r}")
+        self.runtime = runtime
+        self.onnx = None
+        if runtime == "onnx":
+            from .export import OnnxModel  # lazy: the torch runtime needs neither it nor onnxruntime
+
+            self.onnx = OnnxModel(model_dir)
+        if window is not None:
+            frames = int(round(window * 1000 / self.features.frame_shift_ms))
+            if not enc.patch_time <= frames <= enc.max_frames:
+                raise ValueError(
+                    f"window of {window:g} s must be within one patch and the position table's "
+                    f"{self.seconds(enc.max_frames):g} s"
+                )
+            self.window = frames
+        self.columns = enc.time_columns(self.window)  # CTC frames of a full window
+        if context is None:
+            context = DEFAULT_CONTEXT_SECONDS if self.tokenizer is not None else 0.0
+        if context < 0:
+            raise ValueError(f"context must be >= 0 seconds, got {context}")
+        # context in CTC frames, rounded to whole frames, at most a quarter of a window
+        self.context = min(int(round(context / self.frame_seconds)), (self.columns - 1) // 4)
+        self.centre = self.columns - 2 * self.context  # CTC frames kept from a middle window
+        # fbank frames between window starts: whole CTC frames, so that kept spans tile the file
+        self.step = self.centre * self.stride
         # windows read and run at once by `chunks`: four full batches of full-length windows
         self.chunk_frames = self.window * max(1, 4 * int(batch_seconds // self.seconds(self.window)))
 
@@ -57,9 +130,8 @@ class WindowedModel:
 
     def iter_windows(self, audio: Sequence[Audio]) -> Iterator[Window]:
         """The windows of each file or waveform, in order, read lazily: window k of an item
-        holds fbank frames [k * window, (k + 1) * window), computed from the samples those
-        frames cover ((window - 1) * shift + length of them; consecutive windows share the
-        length - shift samples between their analysis windows)."""
+        holds fbank frames [k * step, k * step + window), computed from the samples those
+        frames cover ((window - 1) * shift + length of them). A bad item raises."""
         for n, a in enumerate(audio):
             yield from self._item_windows(n, a)
 
@@ -71,7 +143,8 @@ class WindowedModel:
         cfg = self.features
         win = int(cfg.sample_rate * cfg.frame_length_ms / 1000)  # samples per analysis window
         hop = int(cfg.sample_rate * cfg.frame_shift_ms / 1000)
-        span, step = (self.window - 1) * hop + win, self.window * hop  # samples of a full window, between windows
+        span, step = (self.window - 1) * hop + win, self.step * hop  # samples of a full window, between windows
+        c, centre = self.context, self.centre
         if isinstance(a, Tensor):
             if a.dim() != 1:
                 raise ValueError(f"waveform {n}: expected a 1-D waveform, got shape {tuple(a.shape)}")
@@ -87,13 +160,15 @@ class WindowedModel:
             pending.append(block)
             have += block.numel()
             total += block.numel()
-            if have < span:
+            if have < span + hop:
                 continue
             buf = torch.cat(pending) if len(pending) > 1 else pending[0]
             off = 0
-            while have - off >= span:
-                yield Window(fbank(buf[off : off + span], cfg), n, start)
-                start += self.window
+            # a window is not the last while a frame exists past it (span + hop samples)
+            while have - off >= span + hop:
+                lo = 0 if start == 0 else c
+                yield Window(fbank(buf[off : off + span], cfg), n, start, (lo, c + centre), False)
+                start += self.step
                 off += step
             pending, have = [buf[off:].clone()], have - off  # clone: let the rest of buf go
             del buf
@@ -102,17 +177,28 @@ class WindowedModel:
                 f"{label}: {total} sample{'s' if total != 1 else ''} ({1000 * total / cfg.sample_rate:g} ms)"
                 f" is shorter than one {cfg.frame_length_ms:g} ms analysis window"
             )
-        if have >= win:  # the last, shorter window
-            yield Window(fbank(torch.cat(pending), cfg), n, start)
+        if have >= win:  # the last window (at most a full one), kept to its end
+            yield Window(fbank(torch.cat(pending), cfg), n, start, (0 if start == 0 else c, None), True)
+
+    def _safe_windows(self, audio: Sequence[Audio]) -> Iterator[Window | Failed]:
+        """iter_windows, with an item that fails reported as `Failed` and the others read on."""
+        for n, a in enumerate(audio):
+            try:
+                yield from self._item_windows(n, a)
+            except ITEM_ERRORS as e:
+                yield Failed(n, e)
 
     def chunks(self, audio: Sequence[Audio]) -> Iterator[list[Window]]:
         """Consecutive windows of `audio` in lists of about `chunk_frames` frames: what is read,
         featurised and run at once, so that a long file is never held whole."""
-        chunk: list[Window] = []
+        yield from self._chunks(self.iter_windows(audio))  # type: ignore[arg-type]
+
+    def _chunks(self, windows: Iterator[Window | Failed]) -> Iterator[list[Window | Failed]]:
+        chunk: list[Window | Failed] = []
         frames = 0
-        for w in self.iter_windows(audio):
+        for w in windows:
             chunk.append(w)
-            frames += w.feats.shape[0]
+            frames += w.feats.shape[0] if isinstance(w, Window) else 0
             if frames >= self.chunk_frames:
                 yield chunk
                 chunk, frames = [], 0
@@ -122,17 +208,62 @@ class WindowedModel:
     @torch.no_grad()
     def run(self, windows: Sequence[Window]) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
         """(indices into `windows`, model outputs) per batch: shortest windows first, as many
-        as fit in `batch_seconds` of padded audio."""
+        as fit in `batch_seconds` of padded audio (and at most `batch_size`)."""
         order = sorted(range(len(windows)), key=lambda i: windows[i].feats.shape[0])
+        cap = self.batch_size or len(order)
         i = 0
         while i < len(order):
             j = i + 1
-            while j < len(order) and self.seconds((j + 1 - i) * windows[order[j]].feats.shape[0]) <= self.batch_seconds:
+            while (
+                j < len(order)
+                and j - i < cap
+                and self.seconds((j + 1 - i) * windows[order[j]].feats.shape[0]) <= self.batch_seconds
+            ):
                 j += 1
             idx = order[i:j]
             x = torch.zeros(len(idx), windows[idx[-1]].feats.shape[0], windows[idx[0]].feats.shape[1])
             for b, k in enumerate(idx):
                 x[b, : windows[k].feats.shape[0]] = windows[k].feats
             lengths = torch.tensor([windows[k].feats.shape[0] for k in idx])
-            yield idx, self.model(x.to(self.device), lengths)  # lengths on the CPU: no device sync
+            if self.onnx is not None:
+                yield idx, self.onnx(x, lengths)
+            else:
+                yield idx, self.model(x.to(self.device), lengths)  # lengths on the CPU: no device sync
             i = j
+
+    # ---- stitched CTC log-probabilities -------------------------------------------------------
+
+    def window_log_probs(self, windows: Sequence[Window]) -> list[Tensor]:
+        """Each window's kept CTC log-probabilities (its centre, or edge), float32 on the CPU."""
+        out: list[Tensor | None] = [None] * len(windows)
+        for idx, r in self.run(windows):
+            for b, k in enumerate(idx):
+                lo, hi = windows[k].keep
+                out[k] = r["log_probs"][b, : int(r["lengths"][b])][lo:hi].float().cpu()
+        return out  # type: ignore[return-value]
+
+    def item_log_probs(
+        self, items: Sequence[Audio], progress: Callable[[float], None] | None = None
+    ) -> Iterator[tuple[int, Tensor | Exception]]:
+        """(index, stitched (T, V) CTC log-probabilities of the whole item, or the exception it
+        failed with) for each item, in input order, as soon as its last window has run. Frame t
+        starts at t * frame_seconds. `progress(seconds)` gets the audio seconds just processed."""
+        if self.tokenizer is None:
+            raise ValueError("model has no CTC head: no log-probabilities to stitch")
+        parts: list[Tensor] = []  # the kept pieces of the item being read
+        for chunk in self._chunks(self._safe_windows(items)):
+            ws = [w for w in chunk if isinstance(w, Window)]
+            lps = iter(self.window_log_probs(ws)) if ws else iter(())
+            for w in chunk:
+                if isinstance(w, Failed):
+                    parts = []
+                    yield w.source, w.error
+                    continue
+                lp = next(lps)
+                parts.append(lp)
+                if progress is not None:
+                    progress(lp.shape[0] * self.frame_seconds)
+                if w.last:
+                    yield w.source, torch.cat(parts) if len(parts) > 1 else parts[0]
+                    parts = []
+            del chunk, ws

@@ -3,32 +3,39 @@
 A CTC frame stands for `frame_seconds` of audio (the encoder's time stride times the fbank
 shift), so a word's start is its first letter's first frame and its end the frame after its
 last letter. These are the frames where the model fired, which lag or lead the true
-boundaries by a frame or two.
+boundaries by a frame or two. Each word also carries a confidence (decode/hypothesis.py's
+`frame_confidence`: exp of the mean best-token log-probability over its frames).
+
+A long file is decoded once, over the stitched log-probabilities of its overlapping windows
+(`WindowedModel.item_log_probs`), so its words' times are already the file's.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from .decode import BeamSearch, Hypothesis, Word
+from .decode.hypothesis import frame_confidence
 from .tokenizer import Tokenizer
 
 
 def greedy_words(log_probs: np.ndarray | torch.Tensor, tokenizer: Tokenizer, seconds: float) -> Hypothesis:
-    """Best path of one (T, V) matrix, cut into words at spaces (characters) or ▁ (pieces)."""
+    """Best path of one (T, V) matrix, cut into words at spaces (characters) or ▁ (pieces),
+    with times and confidences."""
     lp = torch.as_tensor(log_probs)
-    best = lp.argmax(dim=-1).tolist()
+    top = lp.max(dim=-1)
+    best, best_lp = top.indices.tolist(), top.values.double().numpy()
     labels = tokenizer.labels()
     words: list[Word] = []
     cur, start, end, prev = "", 0, 0, tokenizer.blank
 
     def flush():
         if cur:
-            words.append(Word(cur, round(start * seconds, 3), round(end * seconds, 3)))
+            conf = frame_confidence(best_lp, start, end)
+            words.append(Word(cur, round(start * seconds, 3), round(end * seconds, 3), conf))
 
     for t, i in enumerate(best):
         if i == prev and i != tokenizer.blank:  # the same token held: the word goes on
@@ -47,68 +54,22 @@ def greedy_words(log_probs: np.ndarray | torch.Tensor, tokenizer: Tokenizer, sec
             end = t + 1
         prev = i
     flush()
-    score = float(lp.max(dim=-1).values.sum())
+    score = float(top.values.sum())
     return Hypothesis(" ".join(w.word for w in words), words, score)
 
 
 def transcribe_words(asr, files: Sequence, search: BeamSearch | None = None) -> list[Hypothesis]:
     """Words with times for each file, through a `Transcriber` (greedy, or `search`).
 
-    Long files are cut into the Transcriber's windows, read and decoded a chunk at a time; each
-    window's times are shifted by where it starts.
+    Each file is decoded once, over the stitched log-probabilities of all its windows
+    (`item_log_probs`); the first file that fails raises its error.
     """
-    shift = asr.features.frame_shift_ms / 1000.0  # seconds per fbank frame
-    out = [Hypothesis("", [], 0.0) for _ in files]
-    for part in asr.stream_log_probs(files):
+    out: list[Hypothesis] = []
+    for _, lp in asr.item_log_probs(files):
+        if isinstance(lp, Exception):
+            raise lp
         if search is not None:
-            hyps = search.decode([lp.numpy() for _, _, lp in part])
+            out.append(search.decode_one(lp.numpy()))
         else:
-            hyps = [greedy_words(lp, asr.tokenizer, asr.frame_seconds) for _, _, lp in part]
-        for (source, start, _), h in zip(part, hyps):
-            o, off = out[source], start * shift
-            o.words += [Word(x.word, round(x.start + off, 3), round(x.end + off, 3)) for x in h.words]
-            o.text = " ".join(t for t in (o.text, h.text) if t)
-            o.score += h.score
+            out.append(greedy_words(lp, asr.tokenizer, asr.frame_seconds))
     return out
-
-
-def to_json(name: str, hyp: Hypothesis) -> str:
-    return json.dumps(
-        {
-            "file": name,
-            "text": hyp.text,
-            "words": [{"word": w.word, "start": w.start, "end": w.end} for w in hyp.words],
-        },
-        ensure_ascii=False,
-    )
-
-
-def _srt_time(t: float) -> str:
-    ms = int(round(t * 1000))
-    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
-
-
-def to_srt(hyp: Hypothesis, max_words: int = 8, max_gap: float = 0.8) -> str:
-    """SubRip cues of at most `max_words` words, also cut where speech pauses for `max_gap` s."""
-    cues: list[list[Word]] = []
-    for w in hyp.words:
-        if not cues or len(cues[-1]) >= max_words or w.start - cues[-1][-1].end > max_gap:
-            cues.append([])
-        cues[-1].append(w)
-    return "".join(
-        f"{k}\n{_srt_time(c[0].start)} --> {_srt_time(c[-1].end)}\n{' '.join(w.word for w in c)}\n\n"
-        for k, c in enumerate(cues, 1)
-    )
-
-
-def format_transcripts(names: Sequence[str], hyps: Sequence[Hypothesis], fmt: str) -> str:
-    """text: the transcript (tab-prefixed by the file name when there are several); json: one
-    object a line; srt: one SubRip document per file, headed `==> file <==` when several."""
-    many = len(names) > 1
-    if fmt == "text":
-        return "".join(f"{n}\t{h.text}\n" if many else f"{h.text}\n" for n, h in zip(names, hyps))
-    if fmt == "json":
-        return "".join(to_json(str(n), h) + "\n" for n, h in zip(names, hyps))
-    if fmt == "srt":
-        return "".join((f"==> {n} <==\n" if many else "") + to_srt(h) for n, h in zip(names, hyps))
-    raise ValueError(f"output format must be text, json or srt, not {fmt!r}")

@@ -18,7 +18,8 @@ from astctc.cli import main as cli
 from astctc.decode import BeamConfig, BeamSearch, greedy_decode, tune
 from astctc.lm import LMConfig, find_tool, import_arpa, resolve_lm, train_lm, tuned_path
 from astctc.tokenizer import CharTokenizer, SentencePieceTokenizer
-from astctc.words import format_transcripts, greedy_words
+from astctc.words import greedy_words
+from astctc.writers import to_json, to_srt
 
 FS = 0.04  # seconds per frame in these tests
 TOK = CharTokenizer.train(["the cat sat on a mat", "kids quietly jump over big fox"])
@@ -170,10 +171,11 @@ def test_greedy_words_agree_with_greedy_text():
     hyp = greedy_words(lp, TOK, FS)
     assert hyp.text == greedy(lp) == "the kat sat"
     assert [(w.word, w.start, w.end) for w in hyp.words][1] == ("kat", 8 * FS, 13 * FS)
-    srt = format_transcripts(["a.wav"], [hyp], "srt")
+    srt = to_srt(hyp)
     assert srt.startswith("1\n00:00:00,000 --> 00:00:00,840\nthe kat sat\n")
-    row = json.loads(format_transcripts(["a.wav"], [hyp], "json"))
-    assert row["words"][2] == {"word": "sat", "start": 0.64, "end": 0.84}
+    row = json.loads(to_json(hyp, "a.wav"))
+    sat = row["words"][2]
+    assert (sat["word"], sat["start"], sat["end"]) == ("sat", 0.64, 0.84) and 0 < sat["confidence"] <= 1
 
 
 # ---- clear errors ------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Streamed transcription: files are read, featurised and decoded a chunk of windows at a time.
 
-The streamed windows must equal an independent window-by-window reference (the fbank of each
-window's own samples), a file that fits in one window must give exactly what the whole-file
-path gave, a clip shorter than one analysis window must fail with an error naming it, and the
-samples and feature frames held at once must not grow with the file's length.
+The streamed (overlapping) windows must equal an independent window-by-window reference (the
+fbank of each window's own samples), their stitched log-probabilities an independent choice of
+each frame's most central window, context=0 the old consecutive windows; a file that fits in
+one window must give exactly what the whole-file path gave, a clip shorter than one analysis
+window must fail with an error naming it, and the samples and feature frames held at once must
+not grow with the file's length.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import astctc.inference as inference
 from astctc.audio import AudioError, iter_audio, load_audio, resample
 from astctc.decode import greedy_decode
 from astctc.features import FeatureConfig, fbank
+from astctc.inference import WindowedModel
 from astctc.models.encoder import EncoderConfig
 from astctc.models.heads import CTCHeadConfig
 from astctc.models.model import ASTModel, ModelConfig
 from astctc.tokenizer import CharTokenizer
-from astctc.transcribe import Transcriber, transcribe
+from astctc.transcribe import Transcriber
 from astctc.words import greedy_words, transcribe_words
 
 WINDOW = 64  # fbank frames per window (0.64 s): many windows from a few seconds of speech
@@ -101,37 +104,60 @@ def test_a_file_that_fits_in_one_window_is_featurised_as_before(model_dir, speec
     assert torch.equal(w.feats, fbank(speech[:SPAN], asr.features))
 
 
+def n_windows(asr: WindowedModel, n_frames: int) -> int:
+    """Windows of a file of `n_frames` fbank frames: one, or one more per step while what is
+    left after a window's start does not fit in a window."""
+    return 1 if n_frames <= asr.window else 1 + -(-(n_frames - asr.window) // asr.step)
+
+
+def stitched_reference(asr: WindowedModel, starts: list[int], lps: list[torch.Tensor], n_frames: int) -> torch.Tensor:
+    """Each CTC frame of the file from the window where it has the most context on its worse
+    side (the file's own start and end count as unlimited context): an independent statement
+    of 'keep each window's centre'."""
+    total = asr.model.cfg.encoder.time_columns(n_frames)
+    rows = []
+    for t in range(total):
+        best, pick = -1.0, None
+        for s, lp in zip(starts, lps):
+            j = t - s // asr.stride
+            if 0 <= j < lp.shape[0]:
+                left = float("inf") if s == 0 else j
+                right = float("inf") if j + s // asr.stride == total - 1 or s == starts[-1] else lp.shape[0] - 1 - j
+                if min(left, right) > best:
+                    best, pick = min(left, right), lp[j]
+        rows.append(pick)
+    return torch.stack(rows)
+
+
 def test_several_windows_equal_a_window_by_window_reference(model_dir, speech, tmp_path):
     # batch_seconds under one window: every window runs alone, in the streamed path and the
     # reference, so even the log-probabilities must be equal bit for bit
-    asr = Transcriber(model_dir, device="cpu", batch_seconds=0.1)
+    asr = WindowedModel(model_dir, device="cpu", batch_seconds=0.1)
+    assert asr.context > 0 and asr.step % asr.stride == 0 and asr.step < WINDOW  # overlapping windows
     f = write(tmp_path / "long.flac", speech, subtype="PCM_16")
     wav = load_audio(f)
     n_frames = asr.features.frames(wav.numel())
-    ref_feats = [fbank(wav[k * HOP : k * HOP + SPAN], asr.features) for k in range(0, n_frames, WINDOW)]
     windows = list(asr.iter_windows([str(f)]))
-    assert len(windows) == -(-n_frames // WINDOW) > 10
-    assert [w.start for w in windows] == list(range(0, n_frames, WINDOW))
-    assert sum(w.feats.shape[0] for w in windows) == n_frames
+    starts = [k * asr.step for k in range(n_windows(asr, n_frames))]
+    assert len(starts) > 10 and [w.start for w in windows] == starts
+    assert [w.last for w in windows] == [False] * (len(starts) - 1) + [True]
+    assert windows[-1].start + windows[-1].feats.shape[0] == n_frames  # the last window reaches the end
+    ref_feats = [fbank(wav[s * HOP : s * HOP + SPAN], asr.features) for s in starts]
     for w, r in zip(windows, ref_feats):
         assert torch.equal(w.feats, r)
 
-    ref_lps = one_by_one(asr, ref_feats)
-    parts = [x for part in asr.stream_log_probs([str(f)]) for x in part]
-    assert [(s, st) for s, st, _ in parts] == [(0, w.start) for w in windows]
-    for (_, _, lp), r in zip(parts, ref_lps):
-        assert torch.equal(lp, r)
-    assert asr(str(f)) == text_of(asr, ref_lps)
-    assert transcribe([str(f)], model_dir, device="cpu") == [asr(str(f))]  # default batching: same text
+    # stitched: every CTC frame of the file once, from the window where it is most central
+    ref = stitched_reference(asr, starts, one_by_one(asr, ref_feats), n_frames)
+    ((i, lp),) = list(asr.item_log_probs([str(f)]))
+    assert i == 0 and lp.shape[0] == asr.model.cfg.encoder.time_columns(n_frames)
+    assert torch.equal(lp, ref)
 
-    # word times: each window's words shifted by where it starts
+    # words: one decode over the stitched matrix, times already the file's
     (hyp,) = transcribe_words(asr, [str(f)])
-    expected = []
-    for k, lp in enumerate(ref_lps):
-        off = k * WINDOW * asr.features.frame_shift_ms / 1000
-        words = greedy_words(lp, asr.tokenizer, asr.frame_seconds).words
-        expected += [(w.word, round(w.start + off, 3)) for w in words]
-    assert [(w.word, w.start) for w in hyp.words] == expected and hyp.text == asr(str(f))
+    words = greedy_words(ref, asr.tokenizer, asr.frame_seconds).words
+    assert [(w.word, w.start, w.end) for w in hyp.words] == [(w.word, w.start, w.end) for w in words]
+    assert hyp.text == greedy_decode(ref[None], torch.tensor([ref.shape[0]]), asr.tokenizer)[0]
+    assert all(0.0 <= w.confidence <= 1.0 for w in hyp.words)
 
     # without waveform-mean removal the windows are exactly the whole file's fbank, cut: the
     # only thing per-window featurisation changes is the mean each window's samples lose
@@ -139,6 +165,21 @@ def test_several_windows_equal_a_window_by_window_reference(model_dir, speech, t
     whole = fbank(wav, asr.features)
     for w in asr.iter_windows([str(f)]):
         assert torch.equal(w.feats, whole[w.start : w.start + WINDOW])
+
+
+def test_context_zero_gives_the_old_consecutive_windows(model_dir, speech, tmp_path):
+    asr = WindowedModel(model_dir, device="cpu", batch_seconds=0.1, context=0)
+    f = write(tmp_path / "long.flac", speech, subtype="PCM_16")
+    wav = load_audio(f)
+    n_frames = asr.features.frames(wav.numel())
+    ref_feats = [fbank(wav[k * HOP : k * HOP + SPAN], asr.features) for k in range(0, n_frames, WINDOW)]
+    windows = list(asr.iter_windows([str(f)]))
+    assert [w.start for w in windows] == list(range(0, n_frames, WINDOW))
+    assert all(w.keep in ((0, WINDOW // 2), (0, None)) for w in windows)  # every column
+    for w, r in zip(windows, ref_feats):
+        assert torch.equal(w.feats, r)
+    ((_, lp),) = list(asr.item_log_probs([str(f)]))
+    assert torch.equal(lp, torch.cat(one_by_one(asr, ref_feats)))  # every window whole, end to end
 
 
 def test_several_files_and_a_resampled_file(model_dir, speech, tmp_path):
@@ -149,8 +190,9 @@ def test_several_files_and_a_resampled_file(model_dir, speech, tmp_path):
     assert texts == [asr(str(a)), asr(str(b))]
     wb = load_audio(b)  # resampled whole
     ws = list(asr.iter_windows([str(a), str(b)]))
-    assert [w.source for w in ws] == [0] * 4 + [1] * -(-asr.features.frames(wb.numel()) // WINDOW)
-    for w in ws[4:]:  # equal up to float rounding where the reader's blocks meet
+    na = n_windows(asr, asr.features.frames(3 * STEP + 5000))
+    assert [w.source for w in ws] == [0] * na + [1] * n_windows(asr, asr.features.frames(wb.numel()))
+    for w in ws[na:]:  # equal up to float rounding where the reader's blocks meet
         ref = fbank(wb[w.start * HOP : w.start * HOP + SPAN], asr.features)
         torch.testing.assert_close(w.feats, ref, rtol=0, atol=1e-4)
 

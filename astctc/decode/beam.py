@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..lm import load_unigrams, resolve_lm
 from ..tokenizer import CharTokenizer, Tokenizer
-from .hypothesis import Hypothesis, Word
+from .hypothesis import Hypothesis, Word, frame_confidence
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,8 @@ class BeamSearch:
     # ---- one utterance ----------------------------------------------------------------------
 
     def decode_one(self, log_probs: np.ndarray, alpha: float | None = None, beta: float | None = None) -> Hypothesis:
-        """Best beam for one (T, V) log-probability matrix, with its words' start/end times."""
+        """Best beam for one (T, V) log-probability matrix, with its words' start/end times and
+        confidences (`frame_confidence` over the frames each word spans)."""
         lp = np.asarray(log_probs, dtype=np.float32)
         if lp.ndim != 2 or lp.shape[1] != self.tokenizer.vocab_size:
             raise ValueError(
@@ -202,11 +203,13 @@ class BeamSearch:
         dropped[keep] = False  # each dropped frame added the same log-prob to every beam
         score += float(lp[dropped].max(axis=1).sum())
         fs = self.frame_seconds
-        words = [
-            Word(w, round(float(keep[s]) * fs, 3), round(float(run_end[e - 1] + 1) * fs, 3))
-            for w, (s, e) in word_frames
-            if s >= 0
-        ]
+        best = lp.max(axis=1)
+        words = []
+        for w, (s, e) in word_frames:
+            if s < 0:
+                continue
+            first, end = int(keep[s]), int(run_end[e - 1]) + 1  # frames of the whole matrix
+            words.append(Word(w, round(first * fs, 3), round(end * fs, 3), frame_confidence(best, first, end)))
         return Hypothesis(text, words, float(score))
 
     # ---- many utterances --------------------------------------------------------------------
