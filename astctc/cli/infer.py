@@ -3,35 +3,97 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from .common import SHARDS_HELP, add_parser, beam_config, beam_options
 
 
+def _why(path: str, e: BaseException) -> str:
+    """An item's error as `<file>: <why>` (the readers' messages already start with the file)."""
+    from . import error_text
+
+    msg = error_text(e)
+    return msg if msg.startswith(path) else f"{path}: {msg}"
+
+
 def cmd_transcribe(a: argparse.Namespace) -> None:
-    from ..transcribe import Transcriber
+    import logging
+    import time
 
-    asr = Transcriber(a.model, a.device)
-    if a.lm is None and a.format == "text":
-        for f in a.files:
-            text = asr(f)
-            print(f"{f}\t{text}" if len(a.files) > 1 else text)
-        return
-    from ..decode import BeamSearch
-    from ..words import format_transcripts, transcribe_words
+    from tqdm import tqdm
 
+    from ..audio import audio_duration
+    from ..logs import progress_disabled
+    from ..transcribe import Transcriber, find_audio
+    from ..writers import output_stems, stdout_text, write_outputs
+
+    fmt = "txt" if a.output_format == "text" else a.output_format
+    if fmt == "all" and a.output_dir is None:
+        raise ValueError("--output-format all writes one file per format: give --output-dir")
+    files = find_audio(a.inputs, a.list)
+    if not files:
+        raise ValueError("no audio to transcribe: give files, folders or --list FILE")
+    stems = output_stems(files) if a.output_dir is not None else []
+    durations = {}
+    for f in files:  # from the headers, for the progress bar and the JSON; a bad file fails later
+        try:
+            durations[f] = audio_duration(f)
+        except (ValueError, OSError):
+            durations[f] = None
+    asr = Transcriber(a.model, a.device, runtime=a.runtime, batch_size=a.batch_size)
     search = None
     if a.lm is not None:
-        search = BeamSearch(
-            asr.tokenizer, a.lm, beam_config(a), asr.frame_seconds, num_workers=a.workers or os.cpu_count() or 1
-        )
+        search = asr.beam_search(a.lm, beam_config(a))  # decode_one: each file in this process, as it comes
+    log = logging.getLogger("astctc.transcribe")
+    total = round(sum(d for d in durations.values() if d), 1)
+    bar = tqdm(total=total, unit="s", desc="transcribe", disable=progress_disabled(), file=sys.stderr)
+    state = {"seconds": 0.0, "logged": time.monotonic()}
+
+    def progress(seconds: float) -> None:
+        state["seconds"] += seconds
+        new = round(min(state["seconds"], total), 1)
+        bar.update(new - bar.n)
+        bar.n = new  # no float drift past the total
+        if bar.disable and time.monotonic() - state["logged"] >= 60:  # no terminal: a line a minute
+            state["logged"] = time.monotonic()
+            log.info("%.0f of %.0f s of audio transcribed", state["seconds"], total)
+
+    done, failed, seconds, finished, last_error = 0, 0, 0.0, 0.0, None
+    t0 = time.perf_counter()
     try:
-        hyps = transcribe_words(asr, a.files, search)
+        for n, r in asr.transcribe_all(files, search, progress):
+            f = files[n]
+            finished += durations[f] or 0.0  # the bar lands on the header's length once a file is done
+            state["seconds"] = finished
+            progress(0.0)
+            if isinstance(r, Exception):
+                failed += 1
+                last_error = r
+                if len(files) > 1:  # one input: its error is the command's (below)
+                    tqdm.write(f"astctc transcribe: error: {_why(f, r)}", file=sys.stderr)
+                continue
+            done += 1
+            seconds += durations[f] or 0.0
+            if a.output_dir is not None:
+                write_outputs(a.output_dir, stems[n], r, fmt, f, durations[f], asr.name)
+            else:
+                sys.stdout.write(stdout_text(fmt, f, r, len(files) > 1, durations[f], asr.name))
+                sys.stdout.flush()
     finally:
+        bar.close()
         if search is not None:
             search.close()
-    sys.stdout.write(format_transcripts(a.files, hyps, a.format))
+    wall = time.perf_counter() - t0
+    if len(files) == 1 and failed:
+        raise ValueError(_why(files[0], last_error))  # type: ignore[arg-type]
+    rtf = wall / seconds if seconds > 0 else float("nan")
+    print(
+        f"astctc transcribe: {done} file{'s' if done != 1 else ''} done, {failed} failed; "
+        f"{seconds:.1f} s of audio in {wall:.1f} s (real-time factor {rtf:.3f})",
+        file=sys.stderr,
+    )
+    if failed:
+        raise ValueError(f"{failed} of {len(files)} inputs failed (named above)")
 
 
 def cmd_classify(a: argparse.Namespace) -> None:
@@ -50,15 +112,51 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 def register(sub) -> None:
-    s = add_parser(sub, "transcribe", "print the transcript of audio files", cmd_transcribe)
-    s.add_argument(
-        "files", nargs="+", help="audio files of any length (read a window at a time: memory does not grow with it)"
+    s = add_parser(
+        sub,
+        "transcribe",
+        "transcribe audio files and folders: to stdout, or one file per input and format in --output-dir",
+        cmd_transcribe,
     )
-    s.add_argument("--model", required=True, help="model directory")
+    s.add_argument(
+        "inputs",
+        nargs="*",
+        help="audio files of any length (read a window at a time) and folders, searched recursively for "
+        "audio files (.wav .flac .mp3 .ogg .opus ...)",
+    )
+    s.add_argument(
+        "--list",
+        default=None,
+        metavar="FILE",
+        help="a text file of audio paths (or folders), one a line; blank lines and # comments are skipped, "
+        "relative paths are relative to the list's folder",
+    )
+    s.add_argument("--model", required=True, help="model directory, or hf://org/name")
+    s.add_argument(
+        "--output-dir",
+        default=None,
+        metavar="DIR",
+        help="write <input name>.<format> here for each input (default: print to stdout); inputs that "
+        "share a name get their folders in it (a__x, b__x)",
+    )
+    s.add_argument(
+        "--output-format",
+        "--format",
+        dest="output_format",
+        choices=["txt", "json", "srt", "vtt", "tsv", "all", "text"],
+        metavar="{txt,json,srt,vtt,tsv,all}",
+        default="txt",
+        help="txt, json (words with start/end/confidence), srt/vtt subtitles, tsv (start/end in ms, text), "
+        "or all five (with --output-dir); text is txt (default: txt)",
+    )
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument(
-        "--format", choices=["text", "json", "srt"], default="text", help="json and srt carry word start/end times"
+        "--runtime",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="run the model with PyTorch, or with onnxruntime over DIR/model.onnx (astctc export --format onnx)",
     )
+    s.add_argument("--batch-size", type=int, default=None, help="at most this many windows per forward pass")
     beam_options(s)
 
     s = add_parser(sub, "classify", "print the top classes of audio files (a classification head)", cmd_classify)
