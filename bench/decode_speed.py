@@ -10,6 +10,14 @@ behind the model. Prints seconds of audio decoded per second of wall clock, and 
 
     .venv/bin/python bench/decode_speed.py --model recipes/mini/exp/mini/model \\
         --data recipes/mini/data/test/shards --lm recipes/mini/data/lm/4gram.bin
+
+`--acoustic` measures the acoustic model instead: PyTorch against onnxruntime (the model exported
+to a temporary model.onnx, astctc.export) on the same batches, 1 thread and all threads, with the
+max |log-prob difference| between the two; `--clips` runs it on audio files (one utterance per
+batch) instead of shards:
+
+    .venv/bin/python bench/decode_speed.py --acoustic --model recipes/mini/exp/mini/model \\
+        --data recipes/mini/data/test/shards
 """
 
 from __future__ import annotations
@@ -51,6 +59,64 @@ def forward(model_dir: str, shards: str):
     return loaded, lps, refs, audio, time.time() - t0
 
 
+def acoustic(a) -> None:
+    """Acoustic model speed, PyTorch vs onnxruntime, on the same batches; prints a table."""
+    from astctc.audio import load_audio
+    from astctc.export import OnnxModel, batch_features, export_onnx, max_difference
+    from astctc.features import fbank
+
+    loaded = load_model(a.model)
+    max_frames = loaded.model.cfg.encoder.max_frames
+    if a.clips:
+        feats = [fbank(load_audio(c), loaded.features)[:max_frames] for c in a.clips]
+        inputs = [batch_features([f]) for f in feats]
+        source = f"{len(a.clips)} clips ({a.clips[0]} ...), one per batch"
+    else:
+        loader = make_loader(
+            a.data, Featurizer(loaded.features, None), DataConfig(max_batch_seconds=100, num_workers=0), train=False
+        )
+        inputs = [(b["feats"], b["lengths"]) for b in loader]
+        source = f"{a.data}, batches of up to 100 s"
+    audio = sum(int(n) for _, lengths in inputs for n in lengths) * loaded.features.frame_shift_ms / 1000
+    tmp = Path(tempfile.mkdtemp()) / "model.onnx"
+    export_onnx(a.model, tmp)
+    sessions = {cores: OnnxModel(tmp, threads=cores) for cores in (1, a.cores)}
+    diff = max(max_difference(loaded.model, sessions[1], x, n) for x, n in inputs)
+
+    @torch.no_grad()
+    def run_torch(cores):
+        torch.set_num_threads(cores)
+        for x, n in inputs:
+            loaded.model(x, n)
+
+    def run_onnx(cores):
+        for x, n in inputs:
+            sessions[cores](x, n)
+
+    runs = [
+        (name, fn, cores) for name, fn in (("PyTorch", run_torch), ("onnxruntime", run_onnx)) for cores in (1, a.cores)
+    ]
+    times = [float("inf")] * len(runs)
+    for _ in range(a.repeats):  # interleaved, so a burst of load on the shared machine hits all alike
+        for k, (_, fn, cores) in enumerate(runs):
+            t0 = time.perf_counter()
+            fn(cores)
+            times[k] = min(times[k], time.perf_counter() - t0)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"model {a.model}  data {source}")
+    print(
+        f"{audio:.1f} s of audio in {len(inputs)} batches; fastest of {a.repeats} interleaved runs; "
+        f"torch {torch.__version__}; load average {load}"
+    )
+    print(f"max |log-prob difference| onnxruntime - PyTorch (valid frames): {diff:.2e}")
+    print(f"{'runtime':14s} {'threads':>7s} {'audio s / s':>12s}")
+    for k, (name, _, cores) in enumerate(runs):
+        print(f"{name:14s} {cores:7d} {audio / times[k]:12.1f}")
+    if a.json:
+        rows = [{"runtime": n, "threads": c, "x_real_time": audio / times[k]} for k, (n, _, c) in enumerate(runs)]
+        Path(a.json).write_text(json.dumps({"max_abs_diff": diff, "rows": rows}, indent=2))
+
+
 def batches(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -89,7 +155,12 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--cores", type=int, default=os.cpu_count(), help="'all cores'")
     p.add_argument("--json", default=None, help="also write the rows here")
+    p.add_argument("--acoustic", action="store_true", help="acoustic model speed: PyTorch vs onnxruntime")
+    p.add_argument("--clips", nargs="*", default=None, help="with --acoustic: audio files instead of --data")
     a = p.parse_args(argv)
+    if a.acoustic:
+        logging.basicConfig(level=logging.WARNING)
+        return acoustic(a)
     logging.basicConfig(level=logging.WARNING)
     for name in ("transformers", "pyctcdecode"):
         logging.getLogger(name).setLevel(logging.ERROR)
