@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from . import data, decode, infer, train
+from . import data, decode, export, hub, infer, train
 from .common import HelpFormatter
 
 
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="astctc", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="<command>")
-    for group in (data, train, decode, infer):
+    for group in (data, train, decode, infer, export, hub):
         group.register(sub)
     return p
 

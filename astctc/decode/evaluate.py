@@ -201,7 +201,7 @@ def beam_search(
     search: BeamSearch, fwd: Forward, opts: DecodeOptions, model_dir: str, shards: str, speed: dict
 ) -> dict[str, str]:
     """Beam-search the set (tuning alpha and beta on it first when asked); adds its times to `speed`."""
-    model = str(Path(model_dir).resolve())
+    model = model_dir if model_dir.startswith("hf://") else str(Path(model_dir).resolve())  # hf:// is no path
     with search:
         if opts.tune_weights:
             t1 = time.time()

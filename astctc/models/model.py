@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..config import from_dict, to_dict
 from ..device import resolve_device
 from ..features import FeatureConfig, check_features
+from ..hub import resolve_model
 from ..tokenizer import Tokenizer, load_tokenizer
 from .encoder import ASTEncoder, EncoderConfig
 from .heads import ClassificationHead, ClassifierConfig, CTCHead, CTCHeadConfig
@@ -120,8 +121,8 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model directory written by `ASTModel.save` (or `astctc average`) onto `device`
-    ("auto": CUDA when there is one, else the CPU)."""
-    d = Path(directory)
+    ("auto": CUDA when there is one, else the CPU). `directory` may be `hf://org/name[@revision]`."""
+    d = resolve_model(directory)
     for name in ("config.json", "model.safetensors"):
         if not (d / name).exists():
             raise FileNotFoundError(f"{d}: not a model directory (missing {name})")
