@@ -123,8 +123,8 @@ def test_corpora_are_under_download_and_prepare(tmp_path, capsys):
 
     p = build_parser()
     for verb, corpora in (
-        ("download", {"librispeech", "fleurs", "speechcommands", "esc50"}),
-        ("prepare", {"librispeech", "fleurs", "speechcommands", "esc50", "fsdd"}),
+        ("download", {"librispeech", "fleurs", "speechcommands", "esc50", "ljspeech"}),
+        ("prepare", {"librispeech", "fleurs", "speechcommands", "esc50", "fsdd", "ljspeech"}),
     ):
         sub = dict(_parsers(p))[("astctc", verb)]
         assert {path[-1] for path, _ in _parsers(sub, (verb,))} - {verb} == corpora
