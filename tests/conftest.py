@@ -99,3 +99,20 @@ def tiny_train_config(corpus: dict, exp: Path, **overrides) -> list[str]:
     }
     sets.update(overrides)
     return [f"{k}={v}" for k, v in sets.items()]
+
+
+def tiny_ctc_model(**encoder):
+    """(a random character CTC model, its tokenizer): seed 0, one block 32 wide over whole-band
+    frame patches, one class token; keyword arguments replace EncoderConfig fields."""
+    import torch
+
+    from astctc.models.encoder import EncoderConfig
+    from astctc.models.heads import CTCHeadConfig
+    from astctc.models.model import ASTModel, ModelConfig
+    from astctc.tokenizer import CharTokenizer
+
+    torch.manual_seed(0)
+    tok = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz'"])
+    cfg = dict(patch_freq=128, stride_freq=128, patch_time=2, stride_time=2, embed_dim=32, depth=1, num_heads=2)
+    enc = EncoderConfig(**{**cfg, "num_cls_tokens": 1, **encoder})
+    return ASTModel(ModelConfig(enc, CTCHeadConfig(vocab_size=tok.vocab_size))), tok

@@ -7,28 +7,21 @@ one-line error; a second load is served from the cache (offline mode works). HF_
 from __future__ import annotations
 
 import pytest
-import torch
 
 from astctc.cli import main
 from astctc.features import FeatureConfig
 from astctc.hub import model_card, parse_spec, push, resolve_model
-from astctc.models.encoder import EncoderConfig
-from astctc.models.heads import CTCHeadConfig
-from astctc.models.model import ASTModel, ModelConfig
-from astctc.tokenizer import CharTokenizer
+from tests.conftest import tiny_ctc_model
 
 from .hub_server import HubServer
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz'"])
-    enc = EncoderConfig(patch_freq=128, stride_freq=128, patch_time=2, stride_time=2, embed_dim=32, depth=1,
-                        num_heads=2, num_cls_tokens=1, max_frames=64)  # fmt: skip
+    model, tok = tiny_ctc_model(max_frames=64)
     exp = tmp_path_factory.mktemp("exp")
     d = exp / "model"
-    ASTModel(ModelConfig(enc, CTCHeadConfig(vocab_size=tok.vocab_size))).save(d, FeatureConfig(), tok)
+    model.save(d, FeatureConfig(), tok)
     (d / "optimizer.pt").write_bytes(b"\x80\x04pickle")  # must never travel
     (exp / "results.md").write_text("| set | WER |\n|---|---|\n| test | 12.34 |\n")
     return d

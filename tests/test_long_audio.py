@@ -24,11 +24,8 @@ from astctc.audio import AudioError, load_audio
 from astctc.decode import BeamSearch
 from astctc.features import FeatureConfig, fbank
 from astctc.inference import WindowedModel
-from astctc.models.encoder import EncoderConfig
-from astctc.models.heads import CTCHeadConfig
-from astctc.models.model import ASTModel, ModelConfig
-from astctc.tokenizer import CharTokenizer
 from astctc.words import greedy_words, transcribe_words
+from tests.conftest import tiny_ctc_model
 
 WINDOW, STRIDE, PATCH = 64, 2, 2  # fbank frames per window; per CTC frame; per patch
 HOP = 160
@@ -36,21 +33,9 @@ HOP = 160
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz'"])
-    enc = EncoderConfig(
-        patch_freq=128,
-        stride_freq=128,
-        patch_time=PATCH,
-        stride_time=STRIDE,
-        embed_dim=32,
-        depth=1,
-        num_heads=2,
-        num_cls_tokens=1,
-        max_frames=WINDOW,
-    )
+    model, tok = tiny_ctc_model(patch_time=PATCH, stride_time=STRIDE, max_frames=WINDOW)
     d = tmp_path_factory.mktemp("long") / "model"
-    ASTModel(ModelConfig(enc, CTCHeadConfig(vocab_size=tok.vocab_size))).save(d, FeatureConfig(), tok)
+    model.save(d, FeatureConfig(), tok)
     return d
 
 

@@ -8,10 +8,8 @@ import torch
 from astctc.audio import load_audio
 from astctc.export import ONNX_NAME, OnnxModel, batch_features, export_onnx, max_difference
 from astctc.features import FeatureConfig, fbank
-from astctc.models.encoder import EncoderConfig
-from astctc.models.heads import CTCHeadConfig
-from astctc.models.model import ASTModel, ModelConfig, load_model
-from astctc.tokenizer import CharTokenizer
+from astctc.models.model import load_model
+from tests.conftest import tiny_ctc_model
 
 TOL = 1e-4
 CLIPS = ("LJ001-0001", "LJ001-0002", "LJ001-0003")
@@ -20,14 +18,12 @@ CLIPS = ("LJ001-0001", "LJ001-0002", "LJ001-0003")
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny random model with AST-like patches, a convolution module and two class tokens."""
-    torch.manual_seed(0)
-    tok = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz'"])
-    enc = EncoderConfig(
-        patch_freq=32, stride_freq=32, patch_time=4, stride_time=4, embed_dim=32, depth=2, num_heads=2,
-        max_frames=1024, conv_kernel=3,
+    model, tok = tiny_ctc_model(
+        patch_freq=32, stride_freq=32, patch_time=4, stride_time=4, depth=2, num_cls_tokens=2, max_frames=1024,
+        conv_kernel=3,
     )  # fmt: skip
     d = tmp_path_factory.mktemp("onnx") / "model"
-    ASTModel(ModelConfig(enc, CTCHeadConfig(vocab_size=tok.vocab_size))).save(d, FeatureConfig(), tok)
+    model.save(d, FeatureConfig(), tok)
     export_onnx(d)
     return d
 

@@ -1,14 +1,9 @@
 """Smoke test on real human speech from ../shared/data: every corpus's clips go through
 reading, features, a model and decoding without error (8 kHz wav, 16 kHz flac, 1-35 s)."""
 
-import torch
-
 from astctc.features import FeatureConfig
-from astctc.models.encoder import EncoderConfig
-from astctc.models.heads import CTCHeadConfig
-from astctc.models.model import ASTModel, ModelConfig
-from astctc.tokenizer import CharTokenizer
 from astctc.transcribe import Transcriber
+from tests.conftest import tiny_ctc_model
 
 
 def test_transcribe_shared_clips(shared_data, tmp_path):
@@ -17,20 +12,9 @@ def test_transcribe_shared_clips(shared_data, tmp_path):
     clips += sorted((shared_data / "speech_commands_v2_test12" / "yes").glob("*.flac"))[:2]
     clips += sorted((shared_data / "ljspeech_lj001" / "wavs").glob("*.flac"))[:2]
     assert len(clips) == 9, clips
-    torch.manual_seed(0)
-    tok = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz'"])
-    enc = EncoderConfig(
-        patch_freq=128,
-        stride_freq=128,
-        patch_time=2,
-        stride_time=2,
-        embed_dim=32,
-        depth=2,
-        num_heads=2,
-        num_cls_tokens=1,
-        max_frames=1000,
-    )
-    ASTModel(ModelConfig(enc, CTCHeadConfig(vocab_size=tok.vocab_size))).save(tmp_path / "m", FeatureConfig(), tok)
+    model, tok = tiny_ctc_model(depth=2, max_frames=1000)
+    enc = model.cfg.encoder
+    model.save(tmp_path / "m", FeatureConfig(), tok)
     asr = Transcriber(tmp_path / "m", device="cpu")
     texts = asr([str(c) for c in clips])
     assert len(texts) == len(clips) and all(isinstance(t, str) for t in texts)

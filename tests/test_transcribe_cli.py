@@ -24,12 +24,9 @@ from astctc.audio import load_audio
 from astctc.cli import main
 from astctc.decode import Hypothesis, Word
 from astctc.features import FeatureConfig
-from astctc.models.encoder import EncoderConfig
-from astctc.models.heads import CTCHeadConfig
-from astctc.models.model import ASTModel, ModelConfig
-from astctc.tokenizer import CharTokenizer
 from astctc.transcribe import find_audio
 from astctc.writers import FORMATS, output_stems, render, write_outputs
+from tests.conftest import tiny_ctc_model
 
 SUMMARY = re.compile(
     r"astctc transcribe: (\d+) files? done, (\d+) failed; ([\d.]+) s of audio in ([\d.]+) s \(real-time factor [\d.]+\)"
@@ -38,20 +35,7 @@ SUMMARY = re.compile(
 
 def tiny_model(path: Path, max_frames: int = 200) -> Path:
     """A random 1-layer model with 2 s windows; its head's space bias makes it speak in words."""
-    torch.manual_seed(0)
-    tok = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz'"])
-    enc = EncoderConfig(
-        patch_freq=128,
-        stride_freq=128,
-        patch_time=2,
-        stride_time=2,
-        embed_dim=32,
-        depth=1,
-        num_heads=2,
-        num_cls_tokens=1,
-        max_frames=max_frames,
-    )
-    model = ASTModel(ModelConfig(enc, CTCHeadConfig(vocab_size=tok.vocab_size)))
+    model, tok = tiny_ctc_model(max_frames=max_frames)
     with torch.no_grad():
         model.ctc.proj.bias.zero_()
         model.ctc.proj.bias[tok.labels().index(" ")] = 1.0

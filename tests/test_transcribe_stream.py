@@ -23,12 +23,9 @@ from astctc.audio import AudioError, iter_audio, load_audio, resample
 from astctc.decode import greedy_decode
 from astctc.features import FeatureConfig, fbank
 from astctc.inference import WindowedModel
-from astctc.models.encoder import EncoderConfig
-from astctc.models.heads import CTCHeadConfig
-from astctc.models.model import ASTModel, ModelConfig
-from astctc.tokenizer import CharTokenizer
 from astctc.transcribe import Transcriber
 from astctc.words import greedy_words, transcribe_words
+from tests.conftest import tiny_ctc_model
 
 WINDOW = 64  # fbank frames per window (0.64 s): many windows from a few seconds of speech
 HOP, WIN = 160, 400  # fbank shift and analysis window, in samples at 16 kHz
@@ -37,21 +34,9 @@ SPAN, STEP = (WINDOW - 1) * HOP + WIN, WINDOW * HOP  # samples one window reads;
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz'"])
-    enc = EncoderConfig(
-        patch_freq=128,
-        stride_freq=128,
-        patch_time=2,
-        stride_time=2,
-        embed_dim=32,
-        depth=1,
-        num_heads=2,
-        num_cls_tokens=1,
-        max_frames=WINDOW,
-    )
+    model, tok = tiny_ctc_model(max_frames=WINDOW)
     d = tmp_path_factory.mktemp("stream") / "model"
-    ASTModel(ModelConfig(enc, CTCHeadConfig(vocab_size=tok.vocab_size))).save(d, FeatureConfig(), tok)
+    model.save(d, FeatureConfig(), tok)
     return d
 
 
