@@ -3,15 +3,18 @@
 Every config in astctc is a (nested) dataclass; this module turns dicts into them and back, so
 a run can write its fully resolved config and a later run can read it unchanged.
 
-Reading checks types (a `null` only where the field allows one) and then runs the checks
-registered for the config's class (`register_check`): a value no run can use is an error
-when the config is read, naming the file or the `--set` override it came from and its key.
+Reading checks types (a `null` only where the field allows one; a number must be finite; an
+integer may be written 2e6, YAML 1.1's string for it) and then runs the checks registered for
+the config's class (`register_check`): a value no run can use is an error when the config is
+read, naming the file or the `--set` override it came from and its key. A key given twice in one
+YAML mapping is an error too (PyYAML would keep the last one silently).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
@@ -81,15 +84,30 @@ def _convert(tp: Any, value: Any, where: str, strict: bool) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(where, f"expected a mapping, got {value!r}")
         return {k: _convert(args[1], v, f"{where}.{k}", strict) for k, v in value.items()}
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float) and isinstance(value, str):  # YAML 1.1 reads "3e-3" as a string
-        try:
-            return tp(value)
-        except ValueError:
-            pass
+    if tp in (int, float) and not isinstance(value, bool) and isinstance(value, (int, float, str)):
+        value = _number(tp, value)
+        if tp is float and strict and isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(where, f"must be a finite number, not {value!r}")
     if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
         raise ConfigError(where, f"expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _number(tp: type, value: int | float | str) -> int | float | str:
+    """`value` as a `tp` where it is one: YAML 1.1 reads "3e-3" and "2e6" as strings, and an
+    integer may be written as a whole number in exponent notation; anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            value = float(value) if tp is float else int(value)
+        except ValueError:
+            try:
+                value = float(value)
+            except ValueError:
+                return value
+    if tp is float:
+        return float(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 
@@ -135,9 +153,38 @@ def _yaml_problem(e: yaml.YAMLError) -> tuple[int | None, str]:
     return (mark.line + 1 if mark is not None else None), problem
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last
+    one silently, so an edited config could run with a value its reader never sees."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden: not a duplicate
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, typing.Hashable):  # SafeLoader reports it
+            continue
+        if key in first:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given on line {first[key]})", key_node.start_mark
+            )
+        first[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(text: str) -> Any:
+    """yaml.safe_load, but a key given twice in one mapping is a yaml.YAMLError."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def _parse_value(item: str, raw: str) -> Any:
     try:
-        return yaml.safe_load(raw)
+        return read_yaml(raw)
     except yaml.YAMLError as e:
         raise ValueError(f"--set {item!r}: invalid YAML value: {_yaml_problem(e)[1]}") from None
 
@@ -203,6 +250,15 @@ def above(obj: Any, prefix: str, minimum: float, *names: str) -> None:
             raise ConfigError(f"{prefix}{n}", f"{prefix}{n} must be > {minimum:g}, not {v!r}", whole=True)
 
 
+def at_most(obj: Any, prefix: str, maximum: float, *names: str) -> None:
+    """ConfigError unless each named field of obj (None allowed) is <= maximum: a size far
+    beyond any real model fails here, naming its key, not as an allocation deep in torch."""
+    for n in names:
+        v = getattr(obj, n)
+        if v is not None and not v <= maximum:
+            raise ConfigError(f"{prefix}{n}", f"{prefix}{n} must be <= {maximum:g}, not {v!r}", whole=True)
+
+
 def fraction(obj: Any, prefix: str, *names: str, closed: bool = False) -> None:
     """ConfigError unless each named field is in [0, 1) ([0, 1] with closed)."""
     for n in names:
@@ -252,7 +308,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no such config file") from None
         try:
-            data = yaml.safe_load(text)
+            data = read_yaml(text)
         except yaml.YAMLError as e:
             line, problem = _yaml_problem(e)
             raise ValueError(f"{path}{f':{line}' if line else ''}: invalid YAML: {problem}") from None

@@ -321,6 +321,79 @@ BAD_INPUTS: list[BadInput] = [
         r"checkpoint_every",
         r"must be >= 1, not -5",
     ),
+    # numbers a run cannot use: not finite, out of range, or silently without effect
+    BadInput(
+        "train-optim.lr-inf",
+        lambda tmp, ctx: _train(ctx, tmp, "optim.lr=.inf"),
+        r"--set 'optim\.lr=\.inf': optim\.lr",
+        r"must be a finite number, not inf",
+    ),
+    BadInput(
+        "train-optim.lr-0",
+        lambda tmp, ctx: _train(ctx, tmp, "optim.lr=0"),
+        r"optim\.lr",
+        r"must be > 0, not 0\.0",
+    ),
+    BadInput(
+        "train-loss_weights-nan",
+        lambda tmp, ctx: _train(ctx, tmp, "loss_weights={ctc: .nan}"),
+        r"loss_weights\.ctc",
+        r"must be a finite number, not nan",
+    ),
+    BadInput(
+        "train-loss_weights-negative",
+        lambda tmp, ctx: _train(ctx, tmp, "loss_weights={ctc: -1}"),
+        r"loss_weights\.ctc",
+        r"must be >= 0, not -1\.0",
+    ),
+    BadInput(
+        "train-loss_weights-all-0",
+        lambda tmp, ctx: _train(ctx, tmp, "loss_weights={ctc: 0}"),
+        r"loss_weights",
+        r"0 for every head \(ctc\): nothing would be trained",
+    ),
+    BadInput(
+        "train-model.encoder.dropout-1",
+        lambda tmp, ctx: _train(ctx, tmp, "model.encoder.dropout=1"),
+        r"model\.encoder\.dropout",
+        r"must be in \[0, 1\), not 1\.0",
+    ),
+    BadInput(
+        "train-model.encoder.mlp_ratio-inf",
+        lambda tmp, ctx: _train(ctx, tmp, "model.encoder.mlp_ratio=.inf"),
+        r"model\.encoder\.mlp_ratio",
+        r"must be a finite number, not inf",
+    ),
+    BadInput(
+        "train-seed-1e23",
+        lambda tmp, ctx: _train(ctx, tmp, "seed=1e23"),
+        r"--set 'seed=1e23': seed",
+        r"must be an integer in \[0, 2\*\*63\)",
+    ),
+    BadInput(
+        "train-model.encoder.embed_dim-2e6",
+        lambda tmp, ctx: _train(ctx, tmp, "model.encoder.embed_dim=2e6"),
+        r"model\.encoder\.embed_dim",
+        r"must be <= 65536, not 2000000",
+    ),
+    BadInput(
+        "train-data.augment.speeds-1000-2000",
+        lambda tmp, ctx: _train(ctx, tmp, "data.augment.speeds=[1000, 2000]"),
+        r"data\.augment\.speeds",
+        r"must be a non-empty list of factors in \[0\.5, 2\]",
+    ),
+    BadInput(
+        "train-data.augment.speeds-one-factor",
+        lambda tmp, ctx: _train(ctx, tmp, "data.augment.speeds=[0.9]"),
+        r"data\.augment\.speeds",
+        r"one factor \(0\.9\) is not applied",
+    ),
+    BadInput(
+        "train-config-duplicate-key",
+        lambda tmp, ctx: _train(ctx, tmp, config=_text(tmp, "optim:\n  lr: 0.1\n  weight_decay: 0\n  lr: 0.2\n")),
+        r"{tmp}/c\.yaml:4",
+        r"duplicate key 'lr' \(first given on line 2\)",
+    ),
     # model directories: the broken file is named
     BadInput(
         "decode-model.safetensors-truncated",

@@ -196,3 +196,19 @@ def test_kenlm_file_check_takes_what_kenlm_loads(tmp_path):
         (tmp_path / "bad.arpa").write_bytes(data)
         with pytest.raises(ValueError, match="bad.arpa: .*not a KenLM model"):
             check_kenlm_file(tmp_path / "bad.arpa")
+
+
+def test_integers_in_exponent_notation_and_yaml_merge_keys():
+    """YAML 1.1 reads 1e3 as a string: it is an integer where one is expected (2.5 is not). A
+    merge key (`<<: *base`) may be overridden, a key given twice may not, in a flow mapping too."""
+    import pytest
+
+    from astctc.config import load_config, read_yaml
+    from astctc.train import TrainConfig
+
+    assert load_config(TrainConfig, None, ["max_steps=1e3", "optim.lr=3e-4"]).max_steps == 1000
+    with pytest.raises(ValueError, match=r"max_steps: expected an integer, got 2\.5"):
+        load_config(TrainConfig, None, ["max_steps=2.5"])
+    assert read_yaml("base: &b {lr: 0.1, wd: 0}\noptim:\n  <<: *b\n  lr: 0.2\n")["optim"] == {"lr": 0.2, "wd": 0}
+    with pytest.raises(ValueError, match=r"--set 'optim=\{lr: 1, lr: 2\}': invalid YAML value: duplicate key 'lr'"):
+        load_config(TrainConfig, None, ["optim={lr: 1, lr: 2}"])

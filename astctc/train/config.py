@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, above, at_least, fraction, one_of, register_check
+from ..config import ConfigError, above, at_least, at_most, fraction, one_of, register_check
 from ..data.pipeline import DataConfig, Featurizer
 from ..device import PRECISIONS
 from ..features import FeatureConfig, check_features
@@ -63,6 +63,7 @@ def validate_config(cfg: TrainConfig) -> None:
     assertion in a DataLoader worker, and not by training silently for a negative count)."""
     at_least(cfg, "", 1, "max_steps", "max_epochs", "checkpoint_every", "keep_checkpoints", "log_every", "grad_accum")
     above(cfg, "", 0, "peak_tflops")
+    _seed(cfg.seed)
     if cfg.precision not in PRECISIONS:
         raise ConfigError(
             "precision",
@@ -84,10 +85,7 @@ def validate_config(cfg: TrainConfig) -> None:
         )
     _validate_data(cfg.data)
     _validate_optim(cfg.optim)
-    heads = {"ctc"} if cfg.model.ctc is not None else set()
-    unknown = set(cfg.loss_weights) - heads - set(cfg.model.classifiers)
-    if unknown:
-        raise ConfigError("loss_weights", f"loss_weights names no head of the model: {sorted(unknown)}", whole=True)
+    _validate_loss_weights(cfg)
     longest = cfg.data.max_duration
     if longest is not None and longest > table_seconds(cfg) + cfg.features.frame_length_ms / 1000:
         raise ConfigError(
@@ -99,12 +97,54 @@ def validate_config(cfg: TrainConfig) -> None:
         )
 
 
+# seeds are integers below distributed.step_seed's modulus (torch.manual_seed takes them all)
+SEED_LIMIT = 2**63
+# sizes far beyond any real encoder: one above them is a typo, failing here rather than as an
+# allocation of terabytes (embed_dim 2e6) deep in torch
+MAX_EMBED_DIM = 65536
+MAX_DEPTH = 1024
+MAX_MEL_BINS = 4096
+MAX_FRAMES = 2**20  # fbank frames of the position table: 2.9 hours at 10 ms
+MAX_KERNEL = 1023
+MAX_MLP_RATIO = 64.0
+
+
+def _seed(seed: int) -> None:
+    if not 0 <= seed < SEED_LIMIT:
+        raise ConfigError("seed", f"seed must be an integer in [0, 2**63), not {seed!r}", whole=True)
+
+
+def _validate_loss_weights(cfg: TrainConfig) -> None:
+    """Each weight names a head and is >= 0 (finite: config.py), and some head's is above 0."""
+    heads = ({"ctc"} if cfg.model.ctc is not None else set()) | set(cfg.model.classifiers)
+    unknown = set(cfg.loss_weights) - heads
+    if unknown:
+        raise ConfigError("loss_weights", f"loss_weights names no head of the model: {sorted(unknown)}", whole=True)
+    for head, w in cfg.loss_weights.items():
+        if not w >= 0:  # a negative weight maximises that head's loss
+            raise ConfigError(f"loss_weights.{head}", f"loss_weights.{head} must be >= 0, not {w!r}", whole=True)
+    if heads and not any(cfg.loss_weights.get(h, 1.0) > 0 for h in heads):
+        raise ConfigError(
+            "loss_weights",
+            f"loss_weights are 0 for every head ({', '.join(sorted(heads))}): nothing would be trained",
+            whole=True,
+        )
+
+
 def _validate_model(m: ModelConfig) -> None:
     e, p = m.encoder, "model.encoder."
     at_least(e, p, 1, "num_mel_bins", "patch_freq", "patch_time", "stride_freq", "stride_time")
     at_least(e, p, 1, "embed_dim", "depth", "num_heads", "max_frames")
     at_least(e, p, 0, "conv_pos", "conv_kernel")
     above(e, p, 0, "mlp_ratio", "layer_norm_eps")
+    at_most(e, p, MAX_EMBED_DIM, "embed_dim")
+    at_most(e, p, MAX_DEPTH, "depth")
+    at_most(e, p, MAX_MEL_BINS, "num_mel_bins")
+    at_most(e, p, MAX_FRAMES, "max_frames", "stride_time")
+    at_most(e, p, MAX_KERNEL, "conv_pos", "conv_kernel")
+    at_most(e, p, MAX_MLP_RATIO, "mlp_ratio")
+    if int(e.embed_dim * e.mlp_ratio) < 1:
+        raise ConfigError(p + "mlp_ratio", f"{e.mlp_ratio!r} x embed_dim {e.embed_dim} leaves the MLP no unit")
     fraction(e, p, "dropout", "attn_dropout")
     one_of(e, p, "attention", ("padded", "packed"))
     if e.num_cls_tokens not in (1, 2):
@@ -137,8 +177,7 @@ def _validate_data(d: DataConfig) -> None:
     at_least(s, "data.spec_augment.", 0, "freq_masks", "freq_width", "time_masks", "time_width")
     fraction(s, "data.spec_augment.", "time_ratio", closed=True)
     a = d.augment
-    if not a.speeds or not all(v > 0 for v in a.speeds):
-        raise ConfigError("data.augment.speeds", f"must be a non-empty list of factors > 0, not {a.speeds!r}")
+    _validate_speeds(a.speeds)
     fraction(a, "data.augment.", "freq_warp", "tempo")
     fraction(d.mixup, "data.mixup.", "prob", closed=True)
     above(d.mixup, "data.mixup.", 0, "alpha")
@@ -146,8 +185,27 @@ def _validate_data(d: DataConfig) -> None:
     at_least(d.balance, "data.balance.", 0, "power")
 
 
+# speed perturbation factors: Kaldi's are 0.9 / 1.0 / 1.1; past 2x (or 0.5x) speech is no longer speech
+SPEED_RANGE = (0.5, 2.0)
+
+
+def _validate_speeds(speeds: list[float]) -> None:
+    """A non-empty list of factors in SPEED_RANGE; one factor only if it is 1.0 (no perturbation):
+    the loader draws a factor per utterance only from two or more, so [0.9] alone did nothing."""
+    key, (lo, hi) = "data.augment.speeds", SPEED_RANGE
+    if not speeds or not all(lo <= v <= hi for v in speeds):
+        raise ConfigError(key, f"must be a non-empty list of factors in [{lo:g}, {hi:g}], not {speeds!r}")
+    if len(speeds) == 1 and speeds[0] != 1.0:
+        raise ConfigError(
+            key,
+            f"one factor ({speeds[0]:g}) is not applied: the loader draws a factor per utterance from two or "
+            "more; give the factors to draw from, e.g. [0.9, 1.0, 1.1], or [1.0] for no perturbation",
+        )
+
+
 def _validate_optim(o: OptimConfig) -> None:
-    at_least(o, "optim.", 0, "lr", "weight_decay", "warmup_steps", "final_lr_ratio", "grad_clip")
+    above(o, "optim.", 0, "lr")
+    at_least(o, "optim.", 0, "weight_decay", "warmup_steps", "final_lr_ratio", "grad_clip")
     at_least(o, "optim.", 0, "freeze_encoder_steps")
     one_of(o, "optim.", "schedule", ("cosine", "linear", "constant"))
     if not 0 < o.layer_decay <= 1:
