@@ -80,8 +80,15 @@ class EncoderConfig:
 
 
 class PatchEmbeddings(nn.Module):
+    """Patches -> tokens as one matrix product: the patches are cut out by a reshape
+    (non-overlapping: kernel = stride, every frame-patch layout) or `unfold` (AST's overlapping
+    16x16 with stride 10), then multiplied by the kernel. The result is the convolution's, but no
+    convolution kernel is involved: torch 2.11's CPU bf16 conv2d (oneDNN's AMX path) asked for
+    67 GB on frame patches. The weights stay those of a Conv2d, so checkpoints load unchanged."""
+
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
+        self.cfg = cfg
         self.projection = nn.Conv2d(
             1,
             cfg.embed_dim,
@@ -89,10 +96,24 @@ class PatchEmbeddings(nn.Module):
             stride=(cfg.stride_freq, cfg.stride_time),
         )
 
+    def patches(self, feats: Tensor) -> Tensor:
+        """(B, T, F) -> (B, F', T', patch_freq, patch_time): every patch, frequency-major."""
+        c = self.cfg
+        B, T, nbins = feats.shape
+        rows, cols = (nbins - c.patch_freq) // c.stride_freq + 1, (T - c.patch_time) // c.stride_time + 1
+        if (c.patch_freq, c.patch_time) == (c.stride_freq, c.stride_time):
+            x = feats[:, : cols * c.patch_time, : rows * c.patch_freq]
+            return x.reshape(B, cols, c.patch_time, rows, c.patch_freq).permute(0, 3, 1, 4, 2)
+        x = feats.transpose(1, 2).unfold(1, c.patch_freq, c.stride_freq)  # (B, F', T, pf)
+        return x.unfold(2, c.patch_time, c.stride_time)  # (B, F', T', pf, pt)
+
     def forward(self, feats: Tensor) -> Tensor:
-        # (B, T, F) -> (B, 1, F, T) -> (B, D, F', T') -> (B, F'*T', D), frequency-major like HF
-        x = self.projection(feats.unsqueeze(1).transpose(2, 3))
-        return x.flatten(2).transpose(1, 2)
+        # (B, T, F) -> (B, F'*T', D), frequency-major like HF
+        x = self.patches(feats)
+        B, rows, cols = x.shape[:3]
+        w = self.projection.weight
+        x = x.reshape(B, rows * cols, w.shape[2] * w.shape[3])
+        return F.linear(x, w.flatten(1), self.projection.bias)
 
 
 class Embeddings(nn.Module):
