@@ -44,20 +44,36 @@ def resolve_device(name: str) -> torch.device:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU's bf16 matmuls beat fp32: AMX tiles make them faster; without them
-    (AVX512-BF16 alone) bf16 ran at half fp32's speed."""
+    """Whether this CPU has AMX tiles, where bf16 matmuls beat fp32 (without them, AVX512-BF16
+    alone, bf16 ran at half fp32's speed). Said in the log; `auto` does not act on it."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch exposes it only privately
     return bool(probe and probe())
 
 
 def use_bf16(device: torch.device, precision: str) -> bool:
-    """bf16 autocast or not. `auto`: on CUDA always; on a CPU only where bf16 matmuls are faster
-    than fp32 (a CPU with AMX), since elsewhere it costs time and gains nothing."""
+    """bf16 autocast or not. `auto`: bf16 on CUDA, fp32 on every CPU. On a CPU, bf16 takes other
+    oneDNN code paths where AMX exists (one asked for 67 GB, others are reported to give wrong
+    rows), so the same model would transcribe differently on two CPUs; fp32 gives the same
+    transcripts on any CPU, and `bf16` stays one setting away for those who want AMX's speed."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != "auto":
         return precision == "bf16"
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+    return device.type == "cuda"
+
+
+def precision_line(device: torch.device, precision: str) -> str:
+    """What a log says of the precision: the choice, and why when `auto` made it."""
+    bf16 = use_bf16(device, precision)
+    line = f"precision: {'bf16' if bf16 else 'fp32'}"
+    if precision == "auto":
+        line += " (auto: bf16 on CUDA, fp32 on CPUs"
+        if device.type == "cpu" and cpu_has_fast_bf16():
+            line += "; this CPU has AMX: precision=bf16 is faster, transcripts may then differ from fp32's"
+        line += ")"
+    elif bf16 and device.type == "cpu" and not cpu_has_fast_bf16():
+        line += " (a CPU without AMX: expect it to be slower than fp32)"
+    return line
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..data.pipeline import DataConfig, Featurizer, make_loader
 from ..data.shards import IncompleteSetError, loss_report
 from ..data.sources import is_url
-from ..device import autocast
+from ..device import autocast, precision_line
 from ..metrics import Report, score, write_report
 from ..models.model import ASTModel, load_model
 from ..tokenizer import Tokenizer
@@ -43,7 +43,7 @@ class DecodeOptions:
     beta_grid: Sequence[float] = BETA_GRID
     num_workers: int | None = None  # beam search processes; None: one per core
     loader_workers: int | None = None  # processes reading and featurising; None: 0 on CPU, cores - 1 on CUDA
-    precision: str = "auto"  # auto: bf16 autocast on CUDA | bf16 | fp32
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on any CPU | bf16 | fp32
     # a set not decoded whole (unreadable, too long, missing from its shards) is an error after
     # everything is written, unless allowed: scores over a silent subset are not the set's
     allow_missing: bool = False
@@ -99,6 +99,7 @@ def decode_set(model_dir: str, shards: str, out_dir: str, opts: DecodeOptions | 
         train=False,
         pin_memory=loaded.device.type == "cuda",
     )
+    log.info(precision_line(loaded.device, opts.precision))
     t0 = time.time()
     with autocast(loaded.device, opts.precision):
         fwd = forward(

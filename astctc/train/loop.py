@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..config import load_config, save_config, to_dict
 from ..data.pipeline import Featurizer, make_loader
 from ..data.shards import lost_summary
-from ..device import autocast, cpu_has_fast_bf16, cuda_unavailable_reason, peak_tflops, resolve_device, use_bf16
+from ..device import autocast, cuda_unavailable_reason, peak_tflops, precision_line, resolve_device, use_bf16
 from ..logs import progress_disabled, setup_logging
 from ..models.flops import encoder_tokens, train_flops
 from ..models.model import ASTModel, ModelConfig
@@ -77,7 +77,7 @@ class Trainer:
             cfg.model.ctc.vocab_size = self.tokenizer.vocab_size
         for name, head in cfg.model.classifiers.items():  # classes from labels files, counts
             head.resolve(name)
-        _log_precision(self.device, cfg.precision)
+        log.info(precision_line(self.device, cfg.precision))
         self.model = build_model(cfg, self.device, pretrained=not checkpoints(self.exp))
         # under DDP the wrapper is made at the first step and remade when the encoder is frozen
         # or unfrozen (DDP syncs the parameters that require a gradient when it is made), so
@@ -500,13 +500,3 @@ class _Window:
     def take_dropped(self) -> list[tuple[str, str, str]]:
         out, self.dropped = self.dropped, []
         return out
-
-
-def _log_precision(device: torch.device, precision: str) -> None:
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
-        log.warning(
-            "precision bf16 on a CPU without AMX: expect it to be slower than fp32 (set precision=auto or fp32)"
-        )
-    log.info(
-        "precision: %s%s", "bf16" if use_bf16(device, precision) else "fp32", " (auto)" if precision == "auto" else ""
-    )
