@@ -189,27 +189,71 @@ def write_report(report: Report, out_dir) -> None:
 _TRN_LINE = re.compile(r"^(.*?)\s*\(([^()\s]+)\)\s*$")
 
 
+def _numbered_lines(path) -> list[tuple[int, str]]:
+    """(1-based line number, stripped text) of the file's non-blank lines; ValueError naming the
+    file and line for bytes that are not UTF-8 (a Latin-1 file, say)."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x}); save the file as UTF-8") from None
+    return [(n, ln.strip()) for n, ln in enumerate(text.split("\n"), 1) if ln.strip()]
+
+
+def _jsonl_row(path, n: int, line: str) -> tuple[str, str]:
+    """(id, text) of one manifest line; ValueError naming the file and line for anything else."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}:{n}: expected a JSON object with id and text, got {type(row).__name__}")
+    if "id" not in row:
+        raise ValueError(f"{path}:{n}: field 'id' is missing")
+    uid, text = row["id"], row.get("text", "")
+    if isinstance(uid, bool) or not isinstance(uid, (str, int)) or not str(uid).strip():
+        raise ValueError(f"{path}:{n}: field 'id' must be a non-empty string, not {json.dumps(uid)}")
+    if not isinstance(text, str):  # None or a number would reach normalize() as a TypeError
+        raise ValueError(f"{path}:{n}: field 'text' must be a string, not {json.dumps(text)}")
+    return str(uid), text
+
+
 def read_text_file(path) -> dict[str, str]:
-    """id -> text from a Kaldi `text` file, an sclite trn file or a JSONL manifest (sniffed)."""
-    lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
-    lines = [ln for ln in lines if ln]
-    if lines and lines[0].startswith("{"):
-        pairs = [(str(row["id"]), row.get("text", "")) for row in map(json.loads, lines)]
-    elif lines and all(_TRN_LINE.match(ln) for ln in lines):
-        pairs = [(m.group(2), m.group(1)) for m in map(_TRN_LINE.match, lines)]
+    """id -> text from a Kaldi `text` file, an sclite trn file or a JSONL manifest (sniffed).
+    A line that cannot be read is a ValueError naming the file and the line."""
+    lines = _numbered_lines(path)
+    if lines and lines[0][1].startswith("{"):
+        rows = [(n, *_jsonl_row(path, n, ln)) for n, ln in lines]
+    elif lines and all(_TRN_LINE.match(ln) for _, ln in lines):
+        rows = [(n, m.group(2), m.group(1)) for n, m in ((n, _TRN_LINE.match(ln)) for n, ln in lines)]
     else:
-        pairs = [(parts[0], parts[1] if len(parts) > 1 else "") for parts in (ln.split(maxsplit=1) for ln in lines)]
+        rows = [
+            (n, parts[0], parts[1] if len(parts) > 1 else "")
+            for n, parts in ((n, ln.split(maxsplit=1)) for n, ln in lines)
+        ]
     texts: dict[str, str] = {}
-    for uid, text in pairs:
+    first: dict[str, int] = {}
+    for n, uid, text in rows:
         if uid in texts:
-            raise ValueError(f"{path}: utterance id {uid} appears twice")
-        texts[uid] = text
+            raise ValueError(f"{path}:{n}: utterance id {uid} appears twice (first on line {first[uid]})")
+        texts[uid], first[uid] = text, n
     return texts
 
 
 def score_files(ref_path, hyp_path, out_dir=None) -> Report:
-    """`astctc score`: read both files, score, and write the report files if out_dir is given."""
-    report = score(read_text_file(ref_path), read_text_file(hyp_path))
+    """`astctc score`: read both files, score, and write the report files if out_dir is given.
+    References without a word to score (none, or only punctuation) are an error naming the
+    file: "%WER 0.00 [ 0 / 0 ]" would read as a perfect score."""
+    refs = read_text_file(ref_path)
+    if not refs:
+        raise ValueError(f"{ref_path}: no reference utterances: nothing to score")
+    report = score(refs, read_text_file(hyp_path))
+    if report.words.ref == 0:
+        raise ValueError(
+            f"{ref_path}: none of its {len(refs)} reference(s) has a word once normalised "
+            "(empty or punctuation only): nothing to score"
+        )
     if out_dir is not None:
         write_report(report, out_dir)
     return report

@@ -129,6 +129,11 @@ def _transcribe(model: Path, *files: Path | str, extra: tuple[str, ...] = ()) ->
     return ["transcribe", "--model", str(model), "--device", "cpu", *extra, *map(str, files)]
 
 
+def _score(tmp: Path, ref: str | bytes, hyp: str = "u1 hello there\n", name: str = "ref.jsonl") -> list[str]:
+    """`astctc score` of the reference file `ref` (written as `name`) against a Kaldi text hypothesis."""
+    return ["score", "--ref", str(_text(tmp, ref, name)), "--hyp", str(_text(tmp, hyp, "hyp.txt"))]
+
+
 def _junk(path: Path) -> Path:
     path.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     return path
@@ -496,6 +501,49 @@ BAD_INPUTS: list[BadInput] = [
         ),
         r"{tmp}/m\.jsonl",
         r"no transcripts to train a tokenizer on",
+    ),
+    # score: each reference line that cannot be read is named by file and line; nothing to score is an error
+    BadInput(
+        "score-jsonl-text-null",
+        lambda tmp, ctx: _score(tmp, '{"id": "u1", "text": "hello there"}\n{"id": "u2", "text": null}\n'),
+        r"{tmp}/ref\.jsonl:2",
+        r"field 'text' must be a string, not null",
+    ),
+    BadInput(
+        "score-jsonl-text-a-number",
+        lambda tmp, ctx: _score(tmp, '{"id": "u1", "text": 42}\n'),
+        r"{tmp}/ref\.jsonl:1",
+        r"field 'text' must be a string, not 42",
+    ),
+    BadInput(
+        "score-jsonl-row-without-id",
+        lambda tmp, ctx: _score(tmp, '{"id": "u1", "text": "hello there"}\n\n{"text": "hi"}\n'),
+        r"{tmp}/ref\.jsonl:3",
+        r"field 'id' is missing",
+    ),
+    BadInput(
+        "score-jsonl-invalid-json-line",
+        lambda tmp, ctx: _score(tmp, '{"id": "u1", "text": "hello there"}\n{"id": "u2", "text": \n'),
+        r"{tmp}/ref\.jsonl:2",
+        r"invalid JSON",
+    ),
+    BadInput(
+        "score-latin-1-reference",
+        lambda tmp, ctx: _score(tmp, "u1 hello there\nu2 caf\u00e9 au lait\n".encode("latin-1"), name="ref.txt"),
+        r"{tmp}/ref\.txt:2",
+        r"not UTF-8 text \(byte 0xe9\)",
+    ),
+    BadInput(
+        "score-empty-reference-file",
+        lambda tmp, ctx: _score(tmp, "", name="ref.txt"),
+        r"{tmp}/ref\.txt",
+        r"no reference utterances: nothing to score",
+    ),
+    BadInput(
+        "score-punctuation-only-references",
+        lambda tmp, ctx: _score(tmp, "u1 ...\nu2 ?!\n", name="ref.txt"),
+        r"{tmp}/ref\.txt",
+        r"none of its 2 reference\(s\) has a word once normalised .*nothing to score",
     ),
     # audio: every bad kind given to shards, manifest (when its header shows it) and transcribe
     *[_shards_of_bad_clip(kind) for kind in AUDIO],
