@@ -105,6 +105,44 @@ def _truncate(p: Path) -> None:
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
 
 
+POS = "encoder.embeddings.position_embeddings"  # a tensor every model has
+
+
+def _nan_weights(d: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(d / "model.safetensors"))
+    sd[POS][0, 0, 0] = float("nan")
+    save_file(sd, str(d / "model.safetensors"))
+
+
+def _average(tmp: Path, ctx: dict, breaking: Callable[[dict], object]) -> list[str]:
+    """`astctc average` of a run whose one checkpoint (the tiny config's untrained state) is
+    `breaking(state)`, written with torch.save as it is."""
+    import torch
+
+    from astctc.config import load_config
+    from astctc.train import TrainConfig, Trainer
+    from astctc.train.checkpoint import checkpoint_path
+
+    exp = tmp / "exp"
+    state = Trainer(load_config(TrainConfig, None, tiny_train_config(ctx["corpus"], exp))).state()
+    path = checkpoint_path(exp, 1)
+    path.parent.mkdir(parents=True)
+    torch.save(breaking(state), path)
+    return ["average", "--exp", str(exp), "--last", "1"]
+
+
+def _reshaped(state: dict, name: str, shape: tuple[int, ...]) -> dict:
+    state["model"][name] = state["model"][name].new_zeros(shape)
+    return state
+
+
+def _nan_in(state: dict) -> dict:
+    state["model"][POS][0, 0, 0] = float("nan")
+    return state
+
+
 def _decode(tmp: Path, ctx: dict, model: Path, *extra: str) -> list[str]:
     shards = str(ctx["corpus"]["shards"])
     return ["decode", "--model", str(model), "--data", shards, "--out", str(tmp / "dec"), "--device", "cpu", *extra]
@@ -407,6 +445,33 @@ BAD_INPUTS: list[BadInput] = [
         r"cannot read the weights .*truncated",
     ),
     BadInput(
+        "transcribe-model.safetensors-nan",
+        lambda tmp, ctx: _transcribe(_model(tmp, ctx, _nan_weights), _clip(tmp / "a.wav")),
+        r"{tmp}/model/model\.safetensors",
+        r"tensor encoder\.embeddings\.position_embeddings holds NaN or infinite values",
+    ),
+    # training checkpoints given to average: the checkpoint is named, and what is wrong in it
+    BadInput(
+        "average-checkpoint-a-list",
+        lambda tmp, ctx: _average(tmp, ctx, lambda state: list(state.values())),
+        r"{tmp}/exp/ckpt/step-00000001\.pt",
+        r"not a training checkpoint \(a list",
+    ),
+    BadInput(
+        "average-checkpoint-wrong-shapes",
+        lambda tmp, ctx: _average(tmp, ctx, lambda state: _reshaped(state, POS, (1, 5, 32))),
+        r"{tmp}/exp/ckpt/step-00000001\.pt",
+        r"do not fit the run's config: encoder\.embeddings\.position_embeddings is \[1, 5, 32\], "
+        r"the model's \[1, \d+, 32\]",
+    ),
+    BadInput(
+        "average-checkpoint-nan",
+        lambda tmp, ctx: _average(tmp, ctx, _nan_in),
+        r"{tmp}/exp/ckpt/step-00000001\.pt",
+        r"model/encoder\.embeddings\.position_embeddings holds NaN or infinite values",
+        lambda tmp: _no_model_written(tmp),
+    ),
+    BadInput(
         "transcribe-config.json-invalid",
         lambda tmp, ctx: _transcribe(
             _model(tmp, ctx, lambda d: (d / "config.json").write_text("{not json")), _clip(tmp / "a.wav")
@@ -621,6 +686,10 @@ def _attack_download(tmp: Path) -> list[str]:
 
 def _nothing_outside(tmp: Path) -> None:
     assert list((tmp / "outside").iterdir()) == [] and (tmp / "dl" / "evil.tar.gz.bad").exists()
+
+
+def _no_model_written(tmp: Path) -> None:
+    assert not (tmp / "exp" / "model").exists()
 
 
 def _decoded_some(tmp: Path) -> None:

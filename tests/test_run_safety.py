@@ -295,3 +295,36 @@ def test_tests_train_on_the_cpu():
     """Bit-exact comparisons hold on the CPU: the suite's tiny config must not follow `auto`
     onto a GPU machine's CUDA device."""
     assert "device=cpu" in tiny_train_config({"shards": "s", "lang": "l"}, "e")
+
+
+# ------------------------------------------------------------- 6. NaN and foreign checkpoints
+
+
+def test_nan_state_is_not_saved_and_a_bad_checkpoint_is_set_aside_on_resume(tiny_corpus, tmp_path):
+    """A diverged state is not written (the checkpoint before it stays the newest); one that
+    holds NaN anyway, or is not a checkpoint's mapping, is set aside when resuming, naming the
+    tensor. Before: NaN was saved, resumed from and trained on."""
+    exp = tmp_path / "exp"
+    trainer = Trainer(load_config(TrainConfig, None, tiny_train_config(tiny_corpus, exp)))
+    state = trainer.state()
+    ckpt.save_checkpoint(ckpt.checkpoint_path(exp, 1), **{**state, "step": 1})
+    pos = "encoder.embeddings.position_embeddings"
+    nan_state = {**state, "step": 2, "model": {**state["model"], pos: state["model"][pos].clone()}}
+    nan_state["model"][pos][0, 0, 0] = float("nan")
+    with pytest.raises(RuntimeError, match=rf"step-00000002\.pt: not written: model/{pos} holds NaN"):
+        ckpt.save_checkpoint(ckpt.checkpoint_path(exp, 2), **nan_state)
+    assert [p.name for p in (exp / "ckpt").iterdir()] == ["step-00000001.pt"]
+
+    torch.save(nan_state, ckpt.checkpoint_path(exp, 2))
+    torch.save(list(state.values()), ckpt.checkpoint_path(exp, 3))
+    warnings: list[str] = []
+    path, loaded = ckpt.load_latest(exp, warnings.append)
+    assert path.name == "step-00000001.pt" and loaded["step"] == 1
+    assert "step-00000003.pt: not a training checkpoint (a list" in warnings[0]
+    assert f"step-00000002.pt: model/{pos} holds NaN or infinite values" in warnings[1]
+    assert sorted(p.name for p in (exp / "ckpt").iterdir()) == [
+        "step-00000001.pt",
+        "step-00000002.pt.bad",
+        "step-00000003.pt.bad",
+    ]
+    assert Trainer(load_config(TrainConfig, None, tiny_train_config(tiny_corpus, exp))).resume()

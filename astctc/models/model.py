@@ -111,12 +111,17 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         size = path.stat().st_size
         raise ValueError(
             f"{path}: cannot read the weights ({e}; {size} bytes): truncated or not a safetensors file"
         ) from None
+    # NaN weights output NaN: greedy decoding would print "" for every file, with exit 0
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ValueError(f"{path}: tensor {bad} holds NaN or infinite values: the model cannot be used")
+    return state
 
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> LoadedModel:

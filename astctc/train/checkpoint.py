@@ -19,8 +19,33 @@ def checkpoint_path(exp_dir: str | Path, step: int) -> Path:
     return Path(exp_dir) / "ckpt" / f"step-{step:08d}.pt"
 
 
+# what Trainer.state writes and what resuming and averaging read
+STATE_KEYS = ("model", "optimizer", "scheduler", "step", "epoch", "batch_in_epoch", "rng", "config")
+
+
+def first_nonfinite(state, name: str = "") -> str | None:
+    """The name ("model/encoder.x.weight", "optimizer/state/3/exp_avg") of the first floating
+    tensor in `state` (nested dicts, lists, tuples) holding a NaN or an infinity; None if none."""
+    if isinstance(state, torch.Tensor):
+        return name if state.is_floating_point() and not bool(torch.isfinite(state).all()) else None
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    for k, v in items:
+        found = first_nonfinite(v, f"{name}/{k}" if name else str(k))
+        if found is not None:
+            return found
+    return None
+
+
 def save_checkpoint(path: Path, **state) -> None:
-    """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint."""
+    """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint. A
+    state holding NaN or infinite values is not written (RuntimeError): resuming or averaging
+    it could only give NaN, and the checkpoints before it stay the newest."""
+    bad = first_nonfinite(state)
+    if bad is not None:
+        raise RuntimeError(
+            f"{path}: not written: {bad} holds NaN or infinite values (training diverged); "
+            "the checkpoints before it are kept"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.tmp")
     torch.save(state, tmp)
@@ -28,12 +53,31 @@ def save_checkpoint(path: Path, **state) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint's state; RuntimeError naming the file for one that does not load,
+    is not a checkpoint's mapping (STATE_KEYS, the model's tensors by name) or holds NaN or
+    infinite values."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         size = path.stat().st_size if path.exists() else 0
         raise RuntimeError(f"{path}: cannot load checkpoint ({why}; {size} bytes)") from None
+    _check_state(path, state)
+    return state
+
+
+def _check_state(path: Path, state) -> None:
+    if not isinstance(state, dict):
+        raise RuntimeError(f"{path}: not a training checkpoint (a {type(state).__name__}, not a mapping of its state)")
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        raise RuntimeError(f"{path}: not a training checkpoint (no {', '.join(missing)})")
+    model = state["model"]
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise RuntimeError(f"{path}: not a training checkpoint (its model is not a mapping of names to tensors)")
+    bad = first_nonfinite(state)
+    if bad is not None:
+        raise RuntimeError(f"{path}: {bad} holds NaN or infinite values: nothing can be resumed or averaged from it")
 
 
 def load_latest(exp_dir: str | Path, warn) -> tuple[Path, dict] | None:
