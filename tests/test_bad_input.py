@@ -143,6 +143,17 @@ def _nan_in(state: dict) -> dict:
     return state
 
 
+def _pickle_checkpoint(tmp: Path) -> Path:
+    """A Hugging Face ViT directory whose weights are a pickle (pytorch_model.bin), no safetensors."""
+    import pickle
+
+    d = tmp / "vit"
+    d.mkdir()
+    (d / "config.json").write_text('{"model_type": "vit", "architectures": ["ViTModel"]}')
+    (d / "pytorch_model.bin").write_bytes(pickle.dumps({"weights": tmp}))  # a global torch.load refuses
+    return d
+
+
 def _decode(tmp: Path, ctx: dict, model: Path, *extra: str) -> list[str]:
     shards = str(ctx["corpus"]["shards"])
     return ["decode", "--model", str(model), "--data", shards, "--out", str(tmp / "dec"), "--device", "cpu", *extra]
@@ -436,6 +447,12 @@ BAD_INPUTS: list[BadInput] = [
         lambda tmp, ctx: _train(ctx, tmp, config=_text(tmp, "optim:\n  lr: 0.1\n  weight_decay: 0\n  lr: 0.2\n")),
         r"{tmp}/c\.yaml:4",
         r"duplicate key 'lr' \(first given on line 2\)",
+    ),
+    BadInput(
+        "init-check-pickle-weights",
+        lambda tmp, ctx: ["init-check", "--init", str(_pickle_checkpoint(tmp))],
+        r"{tmp}/vit/pytorch_model\.bin",
+        r"pickle weights are never loaded, only safetensors",
     ),
     # model directories: the broken file is named
     BadInput(

@@ -255,6 +255,12 @@ def load_source(spec: str) -> Source:
         raise FileNotFoundError(
             f"init {spec!r}: not a model directory (no config.json); a hub model is written {HUB_PREFIX}<owner>/<name>"
         )
+    pickles = sorted(f.name for f in d.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+    if pickles and not any(d.glob("*.safetensors")):  # transformers would unpickle it: that can run code
+        raise ValueError(
+            f"{d / pickles[0]}: pickle weights are never loaded, only safetensors (model.safetensors); "
+            "convert it where you trust it (transformers: save_pretrained(safe_serialization=True))"
+        )
     if "encoder" in json.loads((d / "config.json").read_text()):
         return _astctc_state(spec, d)
     return _hf_state(spec, str(d), None)
