@@ -10,6 +10,7 @@ huggingface_hub is imported inside the functions, only for hf:// specs, so local
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,6 +20,9 @@ PREFIX = "hf://"
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.onnx", "*.md"]
 MODEL_FILES = ("config.json", "features.json", "model.safetensors")
 TOKENIZER_FILES = ("chars.txt", "tokenizer.model")
+# what git check-ref-format refuses: a revision names a branch, tag or commit, never a path
+# (huggingface_hub writes refs/<revision> under its cache: "../../x" would land outside it)
+_BAD_REVISION = re.compile(r"\.\.|@\{|//|/\.|\.lock(/|$)|[\x00-\x20\x7f~^:?*\[\\]|^[./]|[./]$|^@$")
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -28,6 +32,11 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(parts) or (_ and not revision):
         raise ValueError(f"{spec}: not a Hub model spec (expected hf://org/name or hf://org/name@revision)")
+    if revision and _BAD_REVISION.search(revision):
+        raise ValueError(
+            f"{spec}: revision {revision!r} is not a branch, tag or commit name (git's ref rules: "
+            "no '..', no leading or trailing '/' or '.', no spaces or ~^:?*[\\)"
+        )
     return repo_id, revision or None
 
 

@@ -511,6 +511,12 @@ BAD_INPUTS: list[BadInput] = [
         r"num_mel_bins must be >= 4",
     ),
     BadInput(
+        "transcribe-hub-revision-a-path",
+        lambda tmp, ctx: _transcribe("hf://org/x@../../path", _clip(tmp / "a.wav")),
+        r"hf://org/x@\.\./\.\./path",
+        r"revision '\.\./\.\./path' is not a branch, tag or commit name",
+    ),
+    BadInput(
         "transcribe-no-model-directory",
         lambda tmp, ctx: _transcribe(tmp / "nomodel", _clip(tmp / "a.wav")),
         r"{tmp}/nomodel",

@@ -212,3 +212,17 @@ def test_integers_in_exponent_notation_and_yaml_merge_keys():
     assert read_yaml("base: &b {lr: 0.1, wd: 0}\noptim:\n  <<: *b\n  lr: 0.2\n")["optim"] == {"lr": 0.2, "wd": 0}
     with pytest.raises(ValueError, match=r"--set 'optim=\{lr: 1, lr: 2\}': invalid YAML value: duplicate key 'lr'"):
         load_config(TrainConfig, None, ["optim={lr: 1, lr: 2}"])
+
+
+def test_hub_revisions_follow_git_ref_rules():
+    """A revision is a branch, tag or commit: huggingface_hub writes refs/<revision> in its cache,
+    so one like ../../x wrote a file outside it."""
+    import pytest
+
+    from astctc.hub import parse_spec
+
+    for good in ("main", "v1.0", "refs/pr/1", "feature/x-y_z", "0123456789abcdef0123456789abcdef01234567"):
+        assert parse_spec(f"hf://org/x@{good}") == ("org/x", good)
+    for bad in ("../../x", "/etc", "a/../b", "a..b", ".hidden", "a/.b", "x.lock", "a b", "a~1", "a:b", "a\\b", "@"):
+        with pytest.raises(ValueError, match="is not a branch, tag or commit name"):
+            parse_spec(f"hf://org/x@{bad}")
