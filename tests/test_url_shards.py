@@ -79,7 +79,10 @@ def test_resolve_urls_brace_lists_and_counts(served, caplog):
     assert resolve_shards(["x/a.tar", f"{u}/b.tar"]) == (["x/a.tar", f"{u}/b.tar"], None)  # a list: as it is
     assert resolve_shards(f"{u}/shards/000000.tar") == ([f"{u}/shards/000000.tar"], None)
     combine_shards([root / "shards", root / "many"], root / "both")  # names like ../many/000000.tar
-    assert resolve_shards(f"{u}/both/index.json") == (_urls(f"{u}/shards", range(3)) + _urls(f"{u}/many", range(6)), 24)
+    both = _urls(f"{root}/both/../shards", range(3)) + _urls(f"{root}/both/../many", range(6))
+    assert resolve_shards(root / "both") == (both, 24)  # locally, '..' reaches the sets combined
+    with pytest.raises(ValueError, match=rf"^{u}/both/index\.json: shard name '\.\./shards/000000\.tar' climbs out"):
+        resolve_shards(f"{u}/both/index.json")  # by URL, an index names nothing outside its directory
 
     assert is_url(u) and is_url("pipe:cat x.tar") and not is_url(str(root)) and not is_url(root)
 
