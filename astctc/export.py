@@ -47,7 +47,8 @@ class CTCGraph(nn.Module):
         cfg = enc.cfg
         B = feats.shape[0]
         columns = cfg.time_columns(lengths.to(torch.long))  # (B,)
-        x = enc.embeddings(feats)
+        frame_keep = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths[:, None]
+        x = enc.embeddings(feats, frame_keep)  # the Whisper stem masks past each length
         total = (x.shape[1] - cfg.num_cls_tokens) // cfg.freq_rows
         # key-padding mask from the lengths, always (no branch on whether the batch is padded)
         valid_t = torch.arange(total, device=feats.device)[None, :] < columns[:, None]

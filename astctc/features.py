@@ -1,20 +1,33 @@
-"""Log-mel features exactly as AST computes them, plus SpecAugment.
+"""Log-mel features: Kaldi's fbank exactly as AST computes it, Whisper's log-mel exactly as
+Whisper computes it, plus SpecAugment.
 
 AST (Gong et al. 2021) feeds Kaldi-compatible fbank: 128 mel bins, 25 ms Hanning windows every
 10 ms, HTK-compatible mel scale, no dither, waveform mean removed, then normalises with the
 AudioSet statistics as (x - mean) / (2 * std). Pretrained AST weights expect exactly this, so
 we keep it byte-for-byte rather than using a faster but different mel implementation.
+
+Whisper (Radford et al. 2022; `kind: whisper`) feeds log10 power mel spectra: a 400-point
+periodic Hann STFT every 160 samples (centred, reflect-padded, the last frame dropped), Slaney
+mel filters over 0-8 kHz (80 or 128 bins), floored at 1e-10 and at the utterance's maximum
+minus 8, then (x + 4) / 4. Equal to transformers' WhisperFeatureExtractor (tests).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
+
+KINDS = ("kaldi", "whisper")
 
 
 @dataclass
 class FeatureConfig:
+    # kaldi: AST's fbank (the keys below); whisper: Whisper's log-mel, whose STFT, mel filters and
+    # normalisation are fixed (sample_rate 16000, 25 / 10 ms, 80 or 128 bins; the kaldi-only keys
+    # dither, high_freq, remove_waveform_mean and norm_* do not apply to it)
+    kind: str = "kaldi"
     sample_rate: int = 16000
     num_mel_bins: int = 128
     frame_length_ms: float = 25.0
@@ -34,11 +47,27 @@ class FeatureConfig:
     # invariance that keeps the spectral shape, which per-bin CMVN removes from a one-word clip
     utterance_level: bool = False
 
+    @property
+    def window_samples(self) -> int:
+        return int(self.sample_rate * self.frame_length_ms / 1000)
+
+    @property
+    def hop_samples(self) -> int:
+        return int(self.sample_rate * self.frame_shift_ms / 1000)
+
     def frames(self, num_samples: int) -> int:
-        """Number of fbank frames Kaldi produces for `num_samples` (snip_edges=True)."""
-        win = int(self.sample_rate * self.frame_length_ms / 1000)
-        hop = int(self.sample_rate * self.frame_shift_ms / 1000)
+        """Feature frames for `num_samples`: Kaldi's (snip_edges=True), or Whisper's (centred
+        STFT frames less the last one; reflect padding needs more than half a window)."""
+        win, hop = self.window_samples, self.hop_samples
+        if self.kind == "whisper":
+            return num_samples // hop if num_samples > win // 2 else 0
         return 0 if num_samples < win else 1 + (num_samples - win) // hop
+
+    def samples_for(self, frames: int) -> int:
+        """The fewest samples that give `frames` frames (frames >= 1)."""
+        if self.kind == "whisper":
+            return max(frames * self.hop_samples, self.window_samples // 2 + 1)
+        return (frames - 1) * self.hop_samples + self.window_samples
 
 
 LOW_FREQ = 20.0  # Kaldi's (and torchaudio's) default lower edge of the mel filters, in Hz
@@ -52,6 +81,16 @@ def check_features(cfg: FeatureConfig, prefix: str = "features.") -> None:
     def bad(key: str, problem: str) -> ConfigError:
         return ConfigError(f"{prefix}{key}", f"{prefix}{key} {problem}", whole=True)
 
+    if cfg.kind not in KINDS:
+        raise bad("kind", f"must be one of {', '.join(KINDS)}, not {cfg.kind!r}")
+    if cfg.kind == "whisper":
+        fixed = {"sample_rate": 16000, "frame_length_ms": 25.0, "frame_shift_ms": 10.0, "dither": 0.0, "high_freq": 0.0}
+        for key, value in fixed.items():
+            if getattr(cfg, key) != value:
+                raise bad(key, f"is {getattr(cfg, key)!r}; Whisper's log-mel is fixed at {value:g}")
+        if cfg.num_mel_bins not in (80, 128):
+            raise bad("num_mel_bins", f"must be 80 or 128 for Whisper's log-mel, not {cfg.num_mel_bins}")
+        return
     if cfg.sample_rate < 1:
         raise bad("sample_rate", f"must be >= 1 Hz, not {cfg.sample_rate}")
     if cfg.num_mel_bins < 4:
@@ -76,9 +115,37 @@ def check_features(cfg: FeatureConfig, prefix: str = "features.") -> None:
         )
 
 
+@lru_cache(maxsize=8)
+def _whisper_filters(num_mel_bins: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whisper's Slaney mel filters (bins, 201) over 0-8 kHz and its periodic Hann window."""
+    import torchaudio.functional as AF
+
+    mel = AF.melscale_fbanks(201, 0.0, 8000.0, num_mel_bins, 16000, norm="slaney", mel_scale="slaney")
+    return mel.T.contiguous().to(device), torch.hann_window(400, device=device)
+
+
+def whisper_log_mel(wav: torch.Tensor, num_mel_bins: int = 80, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Whisper's log-mel of (N,) or a batch (B, N) of waveforms -> (T, bins) or (B, T, bins),
+    T = N // 160, on the waveform's device. In a batch, `lengths` (B,) gives each waveform's
+    samples: its maximum (the floor at max - 8) is taken over its own frames, as alone."""
+    single = wav.dim() == 1
+    x = wav.float()[None] if single else wav.float()
+    filters, window = _whisper_filters(num_mel_bins, str(x.device))
+    spec = torch.stft(x, 400, 160, window=window, center=True, pad_mode="reflect", return_complex=True)
+    power = spec[..., :-1].abs() ** 2  # (B, 201, T): Whisper drops the last frame
+    log_spec = (filters @ power).clamp(min=1e-10).log10().transpose(1, 2)  # (B, T, bins)
+    if lengths is None:
+        top = log_spec.amax(dim=(1, 2), keepdim=True)
+    else:
+        valid = torch.arange(log_spec.shape[1], device=x.device)[None, :] < (lengths.to(x.device) // 160)[:, None]
+        top = log_spec.masked_fill(~valid[..., None], float("-inf")).amax(dim=(1, 2), keepdim=True)
+    log_spec = (torch.maximum(log_spec, top - 8.0) + 4.0) / 4.0
+    return log_spec[0] if single else log_spec
+
+
 def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
-    """(num_samples,) float waveform at cfg.sample_rate -> (T, num_mel_bins) normalised fbank
-    (T: cfg.frames(num_samples))."""
+    """(num_samples,) float waveform at cfg.sample_rate -> (T, num_mel_bins) normalised features
+    of cfg.kind (T: cfg.frames(num_samples))."""
     import torchaudio.compliance.kaldi as kaldi
 
     cfg = cfg or FeatureConfig()
@@ -89,6 +156,8 @@ def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
         raise ValueError(
             f"waveform of {wav.numel()} samples is shorter than one {cfg.frame_length_ms} ms analysis window"
         )
+    if cfg.kind == "whisper":
+        return _utterance_norm(whisper_log_mel(wav, cfg.num_mel_bins), cfg)
     if cfg.remove_waveform_mean:
         wav = wav - wav.mean()
     feats = kaldi.fbank(
@@ -104,6 +173,10 @@ def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
         high_freq=cfg.high_freq,
     )
     feats = (feats - cfg.norm_mean) / (2 * cfg.norm_std)
+    return _utterance_norm(feats, cfg)
+
+
+def _utterance_norm(feats: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
     if cfg.utterance_level:
         feats = feats - feats.mean()
     if cfg.utterance_cmvn:

@@ -141,9 +141,9 @@ class WindowedModel:
 
     def _item_windows(self, n: int, a: Audio) -> Iterator[Window]:
         cfg = self.features
-        win = int(cfg.sample_rate * cfg.frame_length_ms / 1000)  # samples per analysis window
         hop = int(cfg.sample_rate * cfg.frame_shift_ms / 1000)
-        span, step = (self.window - 1) * hop + win, self.step * hop  # samples of a full window, between windows
+        # samples of a full window (Kaldi: (window - 1) * hop + win; Whisper: window * hop), between windows
+        span, step = cfg.samples_for(self.window), self.step * hop
         c, centre = self.context, self.centre
         if isinstance(a, Tensor):
             if a.dim() != 1:
@@ -172,12 +172,12 @@ class WindowedModel:
                 off += step
             pending, have = [buf[off:].clone()], have - off  # clone: let the rest of buf go
             del buf
-        if total < win:
+        if cfg.frames(total) < 1:
             raise AudioError(
                 f"{label}: {total} sample{'s' if total != 1 else ''} ({1000 * total / cfg.sample_rate:g} ms)"
                 f" is shorter than one {cfg.frame_length_ms:g} ms analysis window"
             )
-        if have >= win:  # the last window (at most a full one), kept to its end
+        if cfg.frames(have) >= 1:  # the last window (at most a full one), kept to its end
             yield Window(fbank(torch.cat(pending), cfg), n, start, (0 if start == 0 else c, None), True)
 
     def _safe_windows(self, audio: Sequence[Audio]) -> Iterator[Window | Failed]:

@@ -41,7 +41,7 @@ class EncoderConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     attn_dropout: float = 0.0
-    num_cls_tokens: int = 2  # AST: [CLS] + distillation token; ViT: 1
+    num_cls_tokens: int = 2  # AST: [CLS] + distillation token; ViT: 1; Whisper: 0
     max_frames: int = 1024  # fbank frames covered by the position table (10.24 s for AST)
     layer_norm_eps: float = 1e-12  # Hugging Face ViT/AST value
     attention: str = "padded"  # padded (SDPA + key-padding mask) | packed (no compute on padding)
@@ -50,6 +50,27 @@ class EncoderConfig:
     # embedding) and/or a Conformer-style convolution module in every block; kernels in columns
     conv_pos: int = 0
     conv_kernel: int = 0
+    # patches: AST's linear patch embedding; whisper: Whisper's stem, two convolutions along time
+    # (kernel 3, the second with stride 2) over all mel bins, each followed by GELU: one token
+    # per 2 frames, so patch_freq = stride_freq = num_mel_bins, patch_time = 1, stride_time = 2
+    stem: str = "patches"
+
+    def check_stem(self, prefix: str = "encoder.") -> None:
+        """ValueError naming the keys when the geometry does not fit the stem."""
+        if self.stem not in ("patches", "whisper"):
+            raise ValueError(f"{prefix}stem must be patches or whisper, not {self.stem!r}")
+        if self.stem != "whisper":
+            return
+        want = {
+            "patch_freq": self.num_mel_bins,
+            "stride_freq": self.num_mel_bins,
+            "patch_time": 1,
+            "stride_time": 2,
+        }
+        bad = {k: v for k, v in want.items() if getattr(self, k) != v}
+        if bad:
+            sets = " ".join(f"{prefix}{k}={v}" for k, v in bad.items())
+            raise ValueError(f"{prefix}stem whisper makes one token per 2 frames over all mel bins: set {sets}")
 
     @property
     def freq_rows(self) -> int:
@@ -116,17 +137,44 @@ class PatchEmbeddings(nn.Module):
         return F.linear(x, w.flatten(1), self.projection.bias)
 
 
+def _conv_as_product(x: Tensor, conv: nn.Conv1d, stride: int) -> Tensor:
+    """A kernel-3, padding-1 convolution along time of (B, T, C) -> (B, T', D) as unfold + one
+    matrix product (no oneDNN convolution: see PatchEmbeddings), equal to `conv`'s result."""
+    windows = F.pad(x, (0, 0, 1, 1)).unfold(1, 3, stride)  # (B, T', C, 3)
+    return F.linear(windows.flatten(2), conv.weight.flatten(1), conv.bias)
+
+
+class WhisperStem(nn.Module):
+    """Whisper's encoder stem: GELU(conv1), GELU(conv2 with stride 2) along time, over all mel
+    bins (named as in Whisper: conv1, conv2). Frames past an utterance's length are zeroed
+    after conv1, so conv2 sees there what it sees at the end of the utterance alone (its own
+    zero padding): an utterance gives the same tokens in a padded batch as alone."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.conv1 = nn.Conv1d(cfg.num_mel_bins, cfg.embed_dim, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(cfg.embed_dim, cfg.embed_dim, kernel_size=3, stride=2, padding=1)
+
+    def forward(self, feats: Tensor, frame_keep: Tensor | None = None) -> Tensor:
+        x = F.gelu(_conv_as_product(feats, self.conv1, 1))
+        if frame_keep is not None:
+            x = x * frame_keep[..., None].to(x.dtype)
+        return F.gelu(_conv_as_product(x, self.conv2, 2))
+
+
 class Embeddings(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.cfg = cfg
         D = cfg.embed_dim
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        cfg.check_stem()
+        if cfg.num_cls_tokens not in (0, 1, 2):
+            raise ValueError("num_cls_tokens must be 0, 1 or 2")
+        if cfg.num_cls_tokens >= 1:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         if cfg.num_cls_tokens == 2:
             self.distillation_token = nn.Parameter(torch.zeros(1, 1, D))
-        elif cfg.num_cls_tokens != 1:
-            raise ValueError("num_cls_tokens must be 1 or 2")
-        self.patch_embeddings = PatchEmbeddings(cfg)
+        self.patch_embeddings = WhisperStem(cfg) if cfg.stem == "whisper" else PatchEmbeddings(cfg)
         n = cfg.num_cls_tokens + cfg.freq_rows * cfg.max_time_columns
         self.position_embeddings = nn.Parameter(torch.zeros(1, n, D))
         self.dropout = nn.Dropout(cfg.dropout)
@@ -145,13 +193,18 @@ class Embeddings(nn.Module):
         grid = pos[:, c:].reshape(1, cfg.freq_rows, cfg.max_time_columns, -1)[:, :, :columns]
         return torch.cat([pos[:, :c], grid.reshape(1, cfg.freq_rows * columns, -1)], dim=1)
 
-    def forward(self, feats: Tensor) -> Tensor:
-        x = self.patch_embeddings(feats)
+    def forward(self, feats: Tensor, frame_keep: Tensor | None = None) -> Tensor:
+        """(B, T, F) -> (B, C + F'*T', D); `frame_keep` (B, T) marks valid frames (the Whisper
+        stem needs it in a padded batch; patches past an utterance's end are masked later)."""
+        if isinstance(self.patch_embeddings, WhisperStem):
+            x = self.patch_embeddings(feats, frame_keep)
+        else:
+            x = self.patch_embeddings(feats)
         B = x.shape[0]
-        cls = [self.cls_token.expand(B, -1, -1)]
+        cls = [self.cls_token.expand(B, -1, -1)] if self.cfg.num_cls_tokens >= 1 else []
         if self.cfg.num_cls_tokens == 2:
             cls.append(self.distillation_token.expand(B, -1, -1))
-        x = torch.cat(cls + [x], dim=1)
+        x = torch.cat(cls + [x], dim=1) if cls else x
         columns = (x.shape[1] - self.cfg.num_cls_tokens) // self.cfg.freq_rows
         return self.dropout(x + self.positions(columns))
 
@@ -400,7 +453,8 @@ class ASTEncoder(nn.Module):
                 nn.init.zeros_(m.bias)
         emb = self.embeddings
         nn.init.trunc_normal_(emb.position_embeddings, std=0.02)
-        nn.init.trunc_normal_(emb.cls_token, std=0.02)
+        if self.cfg.num_cls_tokens >= 1:
+            nn.init.trunc_normal_(emb.cls_token, std=0.02)
         if self.cfg.num_cls_tokens == 2:
             nn.init.trunc_normal_(emb.distillation_token, std=0.02)
 
@@ -428,7 +482,10 @@ class ASTEncoder(nn.Module):
         dev = feats.device
         frames = torch.full((B,), T) if lengths is None else lengths.detach().to("cpu", torch.long)
         columns = cfg.time_columns(frames)  # (B,) on the CPU
-        x = self.embeddings(feats)
+        frame_keep = None
+        if cfg.stem == "whisper" and bool((frames < feats.shape[1]).any()):
+            frame_keep = to_device(torch.arange(feats.shape[1])[None, :] < frames[:, None], dev)
+        x = self.embeddings(feats, frame_keep)
         total = (x.shape[1] - cfg.num_cls_tokens) // cfg.freq_rows
         N = x.shape[1]
         padded = bool((columns < total).any())

@@ -1,7 +1,8 @@
 """Model FLOPs of a batch, counted on its valid tokens: what MFU divides by.
 
 Per utterance of N tokens (P patch tokens, C class tokens, N = C + P), the forward pass costs
-the patch embedding 2*P*pf*pt*D, per block the qkv/output/MLP matmuls 2*N*D*(4D + 2*mlp*D) and
+the patch embedding 2*P*pf*pt*D (Whisper's stem: conv1 2*frames*bins*3*D, conv2 2*P*D*3*D),
+per block the qkv/output/MLP matmuls 2*N*D*(4D + 2*mlp*D) and
 the attention scores and values 4*N^2*D, the convolution module when configured (pointwise
 D->2D and D->D: 2*N*D*3D; depthwise 2*P*D*k), and the CTC projection 2*T'*width*V. A training
 step is 3x the forward (backward = input + weight gradients), except the patch embedding,
@@ -35,7 +36,11 @@ def forward_flops(cfg: ModelConfig, frames: Iterable[int]) -> tuple[float, float
         cols = enc.time_columns(int(n))
         P = enc.freq_rows * cols
         N = enc.num_cls_tokens + P
-        patch += 2 * P * enc.patch_freq * enc.patch_time * D
+        if enc.stem == "whisper":  # conv1 over every frame (its input needs no gradient), conv2 per token
+            patch += 2 * int(n) * enc.num_mel_bins * 3 * D
+            body += 2 * P * D * 3 * D
+        else:
+            patch += 2 * P * enc.patch_freq * enc.patch_time * D
         body += enc.depth * (2 * N * D * (4 * D + 2 * hidden) + 4 * N * N * D)
         if enc.conv_kernel:
             body += enc.depth * (2 * N * D * 3 * D + 2 * P * D * enc.conv_kernel)

@@ -103,6 +103,8 @@ class ClassificationHead(nn.Module):
             raise ValueError("classification head needs num_classes >= 1 (or classes)")
         if cfg.pool not in ("cls", "mean"):
             raise ValueError(f"classifier pool must be cls or mean, not {cfg.pool!r}")
+        if cfg.pool == "cls" and enc.num_cls_tokens == 0:
+            raise ValueError("classifier pool cls needs a class token (the encoder has none): use pool mean")
         self.cfg = cfg
         self.layernorm = nn.LayerNorm(enc.embed_dim, eps=enc.layer_norm_eps)
         self.dense = nn.Linear(enc.embed_dim, cfg.num_classes)

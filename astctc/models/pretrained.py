@@ -3,7 +3,10 @@
 `init:` (TrainConfig) names the source:
   hf://<repo id>   a Hugging Face hub checkpoint, loaded with transformers `from_pretrained`:
                    ASTModel / ASTForAudioClassification (e.g. MIT/ast-finetuned-audioset-10-10-0.4593),
-                   ViTModel / ViT*, DeiTModel / DeiT* (e.g. facebook/deit-base-distilled-patch16-384)
+                   ViTModel / ViT*, DeiTModel / DeiT* (e.g. facebook/deit-base-distilled-patch16-384);
+                   or the encoder of a Whisper model (openai/whisper-tiny.en ... whisper-large-v3,
+                   English-only or multilingual), read from its safetensors (never a pickle) through
+                   huggingface_hub; hf://<repo id>@<revision> for Whisper
   <directory>      the same saved locally (`save_pretrained`, `hf download ... --local-dir`), or an
                    astctc model directory (`ASTModel.save`, `astctc average`)
 
@@ -33,12 +36,17 @@ Every parameter of the model ends up in one of three states, reported per tensor
               copies of [CLS]'s, so both begin as the one ImageNet-trained summary token and the
               classifier's average of the two starts from it. A 2-token source into a 1-token
               model: [CLS] is kept, the distillation token is reported unused.
-            * q/k/v biases the source lacks (qkv_bias=False): zeros.
+            * q/k/v biases the source lacks (qkv_bias=False; Whisper's key): zeros.
+            * Whisper: its stem (conv1, conv2), blocks and final LayerNorm load by name into an
+              encoder with `stem: whisper`, no class token and Whisper's LayerNorm epsilon; its
+              position table (sinusoids, 1,500 positions = 30 s) is kept as it is, cut to its
+              first positions for a shorter table, extended by Whisper's sinusoid formula for a
+              longer one (a Whisper position is a time from the start, not AST's grid).
   new       left as the model initialised it: the CTC head, and classifier heads unless the
             source is an ASTForAudioClassification with the same number of classes (and the same
             class names, when both sides name them).
 Source tensors that are not used (ViT pooler, ImageNet heads, blocks beyond our depth, the
-distillation token of a 2-token source for a 1-token model) are listed as unused.
+distillation token of a 2-token source for a 1-token model, Whisper's decoder) are listed as unused.
 
 Architecture (width, heads, MLP width) must match; a mismatch is an error that names the
 settings to use. A shallower model takes the first blocks.
@@ -86,7 +94,7 @@ class Source:
     """A pretrained checkpoint in our parameter names, with the geometry needed to adapt it."""
 
     name: str
-    kind: str  # ast | vit | deit | astctc
+    kind: str  # ast | vit | deit | whisper | astctc
     state: dict[str, Tensor]  # encoder.* (+ classifier.* for ASTForAudioClassification)
     grid: tuple[int, int]  # (rows, columns) of the position table: (F', T') or image patches
     num_cls_tokens: int
@@ -98,6 +106,8 @@ class Source:
     layer_norm_eps: float = 1e-12
     labels: list[str] | None = None  # class names of the source's classifier, if it has one
     dropped: list[str] = field(default_factory=list)  # checkpoint tensors the loader did not keep
+    stem: str = "patches"  # patches (AST, ViT, DeiT) | whisper (conv1 + conv2 over the mel bins)
+    num_mel_bins: int | None = None  # what the stem reads (Whisper: 80 or 128); None: any
 
 
 @dataclass
@@ -240,7 +250,105 @@ def _astctc_state(name: str, d: Path) -> Source:
         depth=e.depth,
         mlp_dim=int(e.embed_dim * e.mlp_ratio),
         layer_norm_eps=e.layer_norm_eps,
+        stem=e.stem,
+        num_mel_bins=e.num_mel_bins if e.stem == "whisper" else None,
     )
+
+
+# Whisper's encoder names (transformers' WhisperEncoder) -> ours
+_WHISPER_NAMES = [
+    (re.compile(r"^(conv[12])\."), r"encoder.embeddings.patch_embeddings.\1."),
+    (re.compile(r"^layer_norm\."), "encoder.layernorm."),
+    (re.compile(r"^layers\.(\d+)\.self_attn_layer_norm\."), r"encoder.encoder.layer.\1.layernorm_before."),
+    (re.compile(r"^layers\.(\d+)\.final_layer_norm\."), r"encoder.encoder.layer.\1.layernorm_after."),
+    (re.compile(r"^layers\.(\d+)\.self_attn\.q_proj\."), r"encoder.encoder.layer.\1.attention.attention.query."),
+    (re.compile(r"^layers\.(\d+)\.self_attn\.k_proj\."), r"encoder.encoder.layer.\1.attention.attention.key."),
+    (re.compile(r"^layers\.(\d+)\.self_attn\.v_proj\."), r"encoder.encoder.layer.\1.attention.attention.value."),
+    (re.compile(r"^layers\.(\d+)\.self_attn\.out_proj\."), r"encoder.encoder.layer.\1.attention.output.dense."),
+    (re.compile(r"^layers\.(\d+)\.fc1\."), r"encoder.encoder.layer.\1.intermediate.dense."),
+    (re.compile(r"^layers\.(\d+)\.fc2\."), r"encoder.encoder.layer.\1.output.dense."),
+]
+_WHISPER_ENCODER = re.compile(r"^(model\.)?encoder\.")  # WhisperForConditionalGeneration / WhisperModel
+
+
+def _whisper_weights(d: Path) -> dict[str, Tensor]:
+    """Every tensor of a Whisper checkpoint directory, from safetensors only (one file or shards)."""
+    from safetensors.torch import load_file
+
+    single, index = d / "model.safetensors", d / "model.safetensors.index.json"
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        files = [d / f for f in sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))]
+    else:
+        pickles = sorted(p.name for p in d.glob("*.bin")) + sorted(p.name for p in d.glob("*.pt"))
+        extra = f" ({', '.join(pickles)} is a pickle, which is never loaded)" if pickles else ""
+        raise FileNotFoundError(f"{d}: no model.safetensors{extra}; convert the weights to safetensors")
+    state: dict[str, Tensor] = {}
+    for f in files:
+        try:
+            state.update(load_file(str(f)))
+        except Exception as e:
+            raise ValueError(f"{f}: cannot read the weights ({e})") from None
+    return state
+
+
+def _whisper_state(name: str, d: Path, config: dict) -> Source:
+    """The encoder of a Whisper checkpoint (transformers layout) in our names."""
+    state, dropped, decoder = {}, [], 0
+    for key, value in _whisper_weights(d).items():
+        short = _WHISPER_ENCODER.sub("", key, count=1)
+        if short == key:  # not the encoder: the decoder, proj_out
+            decoder += 1
+            continue
+        if short == "embed_positions.weight":
+            state[POS] = value.float()[None]
+            continue
+        ours = next((pat.sub(rep, short) for pat, rep in _WHISPER_NAMES if pat.match(short)), None)
+        if ours is None:
+            dropped.append(f"{key} (not part of a Whisper encoder astctc knows)")
+            continue
+        state[ours] = value.float()
+    if POS not in state:
+        raise ValueError(f"{name}: no encoder.embed_positions.weight: not a Whisper encoder checkpoint")
+    if decoder:
+        dropped.append(f"{decoder} tensors outside the encoder (Whisper's decoder is not used)")
+    return Source(
+        name=name,
+        kind="whisper",
+        state=state,
+        grid=(1, state[POS].shape[1]),
+        num_cls_tokens=0,
+        embed_dim=int(config["d_model"]),
+        num_heads=int(config["encoder_attention_heads"]),
+        depth=int(config["encoder_layers"]),
+        mlp_dim=int(config["encoder_ffn_dim"]),
+        hidden_act=str(config.get("activation_function", "gelu")),
+        layer_norm_eps=1e-5,  # transformers' and OpenAI's nn.LayerNorm default; not in the config
+        dropped=dropped,
+        stem="whisper",
+        num_mel_bins=int(config.get("num_mel_bins", 80)),
+    )
+
+
+def _hub_whisper(spec: str) -> Source | None:
+    """`hf://org/name[@rev]` as a Whisper source when its config says whisper, else None."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    from ..hub import parse_spec
+
+    repo, revision = parse_spec(spec)
+    try:
+        config = json.loads(Path(hf_hub_download(repo, "config.json", revision=revision)).read_text(encoding="utf-8"))
+    except Exception as e:  # offline, no such repository, no network: the same advice
+        raise RuntimeError(_download_hint(repo, e)) from None
+    if config.get("model_type") != "whisper":
+        return None
+    try:
+        d = snapshot_download(repo, revision=revision, allow_patterns=["config.json", "model*.safetensors*"])
+    except Exception as e:
+        raise RuntimeError(_download_hint(repo, e)) from None
+    return _whisper_state(spec, Path(d), config)
 
 
 def load_source(spec: str) -> Source:
@@ -249,7 +357,8 @@ def load_source(spec: str) -> Source:
         repo = spec[len(HUB_PREFIX) :].strip("/")
         if not repo:
             raise ValueError(f"init {spec!r}: no repository id after {HUB_PREFIX}")
-        return _hf_state(spec, repo, repo)
+        whisper = _hub_whisper(spec)
+        return whisper if whisper is not None else _hf_state(spec, repo, repo)
     d = Path(spec)
     if not (d / "config.json").is_file():
         raise FileNotFoundError(
@@ -261,8 +370,11 @@ def load_source(spec: str) -> Source:
             f"{d / pickles[0]}: pickle weights are never loaded, only safetensors (model.safetensors); "
             "convert it where you trust it (transformers: save_pretrained(safe_serialization=True))"
         )
-    if "encoder" in json.loads((d / "config.json").read_text()):
+    config = json.loads((d / "config.json").read_text())
+    if "encoder" in config:
         return _astctc_state(spec, d)
+    if config.get("model_type") == "whisper":
+        return _whisper_state(spec, d, config)
     return _hf_state(spec, str(d), None)
 
 
@@ -298,6 +410,24 @@ def adapt_positions(
     elif dst_cls > src_cls:
         cls, how = torch.cat([cls, cls], dim=1), how + "; distillation position = copy of [CLS]'s"
     return torch.cat([cls, grid], dim=1), how
+
+
+def whisper_sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Tensor:
+    """Whisper's position table (its `sinusoids`): sin then cos of length x channels/2 timescales."""
+    inc = torch.log(torch.tensor(max_timescale, dtype=torch.float64)) / (channels // 2 - 1)
+    inv = torch.exp(-inc * torch.arange(channels // 2, dtype=torch.float64))
+    t = torch.arange(length, dtype=torch.float64)[:, None] * inv[None, :]
+    return torch.cat([t.sin(), t.cos()], dim=1).float()
+
+
+def adapt_time_positions(pos: Tensor, columns: int) -> tuple[Tensor, str]:
+    """A Whisper-style table (1, N, D) of positions in time from the start -> (1, columns, D):
+    its first `columns`, or all of it followed by Whisper's sinusoids for the positions after."""
+    n, D = pos.shape[1], pos.shape[2]
+    if columns <= n:
+        return pos[:, :columns], f"first {columns} of {n} positions"
+    rest = whisper_sinusoids(columns, D)[n:].to(pos.dtype)[None]
+    return torch.cat([pos, rest], dim=1), f"{n} positions + {columns - n} from Whisper's sinusoid formula"
 
 
 def _resize_matrix(old: tuple[int, int], new: tuple[int, int]) -> Tensor:
@@ -337,7 +467,16 @@ def adapt_patch_kernel(w: Tensor, size: tuple[int, int], method: str = "pi") -> 
 
 def check_compatible(src: Source, enc: EncoderConfig) -> list[str]:
     """Errors for what cannot be adapted; returns notes for what differs harmlessly."""
-    want = {"embed_dim": src.embed_dim, "num_heads": src.num_heads}
+    want = {"embed_dim": src.embed_dim, "num_heads": src.num_heads, "stem": src.stem}
+    if src.stem == "whisper":  # its stem and blocks are taken as they are, positions in time only
+        want.update(
+            num_mel_bins=src.num_mel_bins,
+            patch_freq=src.num_mel_bins,
+            stride_freq=src.num_mel_bins,
+            patch_time=1,
+            stride_time=2,
+            num_cls_tokens=0,
+        )
     bad = {k: v for k, v in want.items() if getattr(enc, k) != v}
     if int(enc.embed_dim * enc.mlp_ratio) != src.mlp_dim:
         bad["mlp_ratio"] = src.mlp_dim / src.embed_dim
@@ -363,8 +502,16 @@ def _classifier_matches(src: Source, head_cfg) -> bool:
     return head_cfg.classes is None or src.labels is None or list(head_cfg.classes) == src.labels
 
 
-def init_from_pretrained(model: ASTModel, source: str | Source, kernel_resize: str = "pi") -> InitReport:
+def check_features_fit(src: Source, features) -> None:
+    """A Whisper encoder hears Whisper's log-mel (and an AST one Kaldi's fbank): ValueError else."""
+    want = "whisper" if src.stem == "whisper" else None
+    if want and features.kind != want:
+        raise ValueError(f"{src.name} is a Whisper encoder, which hears Whisper's log-mel: set features.kind={want}")
+
+
+def init_from_pretrained(model: ASTModel, source: str | Source, kernel_resize: str = "pi", features=None) -> InitReport:
     """Load `source` into `model` in place, adapting what differs; returns the per-tensor report.
+    `features` (the run's FeatureConfig), when given, must be what the source was trained on.
 
     Draws no random numbers (the torch RNG state is restored), so a seeded run continues the same
     way whether or not it was initialised from a checkpoint.
@@ -372,6 +519,8 @@ def init_from_pretrained(model: ASTModel, source: str | Source, kernel_resize: s
     with torch.random.fork_rng(devices=[]):
         src = source if isinstance(source, Source) else load_source(source)
     enc = model.cfg.encoder
+    if features is not None:
+        check_features_fit(src, features)
     report = InitReport(src.name, src.kind, notes=check_compatible(src, enc))
     dst_grid = (enc.freq_rows, enc.max_time_columns)
     used: set[str] = set()
@@ -389,6 +538,9 @@ def init_from_pretrained(model: ASTModel, source: str | Source, kernel_resize: s
             same = src.grid == dst_grid and src.num_cls_tokens == enc.num_cls_tokens
             if same:
                 put(name, s, "loaded", "", name)
+            elif src.stem == "whisper":
+                v, how = adapt_time_positions(s, dst_grid[1])
+                put(name, v, "adapted", how, name)
             else:
                 v, how = adapt_positions(s, src.num_cls_tokens, src.grid, enc.num_cls_tokens, dst_grid)
                 put(name, v, "adapted", how, name)

@@ -147,8 +147,13 @@ def _validate_model(m: ModelConfig) -> None:
         raise ConfigError(p + "mlp_ratio", f"{e.mlp_ratio!r} x embed_dim {e.embed_dim} leaves the MLP no unit")
     fraction(e, p, "dropout", "attn_dropout")
     one_of(e, p, "attention", ("padded", "packed"))
-    if e.num_cls_tokens not in (1, 2):
-        raise ConfigError(p + "num_cls_tokens", f"must be 1 (ViT) or 2 (AST), not {e.num_cls_tokens}")
+    if e.num_cls_tokens not in (0, 1, 2):
+        raise ConfigError(p + "num_cls_tokens", f"must be 0 (Whisper), 1 (ViT) or 2 (AST), not {e.num_cls_tokens}")
+    one_of(e, p, "stem", ("patches", "whisper"))
+    try:
+        e.check_stem(p)
+    except ValueError as err:
+        raise ConfigError(p + "stem", str(err), whole=True) from None
     if e.embed_dim % e.num_heads:
         raise ConfigError(p + "num_heads", f"{e.num_heads} does not divide embed_dim {e.embed_dim}")
     if e.patch_freq > e.num_mel_bins:
@@ -167,6 +172,8 @@ def _validate_model(m: ModelConfig) -> None:
         at_least(head, p, 0, "num_classes")
         fraction(head, p, "label_smoothing")
         one_of(head, p, "pool", ("cls", "mean"))
+        if head.pool == "cls" and e.num_cls_tokens == 0:
+            raise ConfigError(p + "pool", "cls needs a class token (model.encoder.num_cls_tokens 0): use mean")
 
 
 def _validate_data(d: DataConfig) -> None:

@@ -27,7 +27,7 @@ def init_check(config_path: str | None, overrides: list[str], spec: str | None =
             cfg.model.ctc = None
             note = f"no tokenizer at {cfg.data.tokenizer}: CTC head left out (it is new in any case)"
     torch.manual_seed(cfg.seed)
-    report = init_from_pretrained(ASTModel(cfg.model), src, cfg.init_kernel_resize)
+    report = init_from_pretrained(ASTModel(cfg.model), src, cfg.init_kernel_resize, cfg.features)
     if note:
         report.notes.append(note)
     return report

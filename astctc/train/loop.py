@@ -446,7 +446,8 @@ def build_model(cfg: TrainConfig, device: torch.device, pretrained: bool) -> AST
     torch.manual_seed(cfg.seed)
     model = ASTModel(cfg.model).to(device)
     if cfg.init and pretrained:
-        log_report(init_from_pretrained(model, cfg.init, cfg.init_kernel_resize), Path(cfg.exp_dir) / "init.txt")
+        report = init_from_pretrained(model, cfg.init, cfg.init_kernel_resize, cfg.features)
+        log_report(report, Path(cfg.exp_dir) / "init.txt")
     if cfg.compile:
         model.encoder.compile_blocks()  # in place: parameter names (checkpoints) unchanged
     return model
