@@ -14,7 +14,7 @@ import torch
 from ..config import from_dict
 from ..models.model import ASTModel
 from ..tokenizer import load_tokenizer
-from .checkpoint import checkpoints, load_checkpoint
+from .checkpoint import check_weights_fit, checkpoints, load_checkpoint
 from .config import TrainConfig
 
 log = logging.getLogger("astctc.train")
@@ -34,7 +34,7 @@ def average_checkpoints(exp_dir: str | Path, last: int = 5, out_dir: str | Path 
     avg: dict[str, torch.Tensor] = {}
     for p in ckpts:
         sd = load_checkpoint(p)["model"]
-        _check_fits(p, sd, shapes)
+        check_weights_fit(p, sd, shapes)
         for k, v in sd.items():
             avg[k] = avg.get(k, 0) + v.double() / len(ckpts)
     model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in avg.items()})
@@ -52,20 +52,3 @@ def _model_of(path: Path) -> tuple[TrainConfig, ASTModel]:
         return cfg, ASTModel(cfg.model)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: its config does not build a model ({e.args[0] if e.args else e})") from None
-
-
-def _check_fits(path: Path, sd: dict[str, torch.Tensor], shapes: dict[str, torch.Size]) -> None:
-    """ValueError naming the checkpoint and the first tensor that is missing, extra or of
-    another shape than the model's (load_state_dict's error names no file, over many lines)."""
-    missing = [k for k in shapes if k not in sd]
-    if missing:
-        raise ValueError(f"{path}: the weights do not fit the run's config: {missing[0]} is missing")
-    extra = [k for k in sd if k not in shapes]
-    if extra:
-        raise ValueError(f"{path}: the weights do not fit the run's config: {extra[0]} is not in the model")
-    for k, v in sd.items():
-        if v.shape != shapes[k]:
-            raise ValueError(
-                f"{path}: the weights do not fit the run's config: {k} is {list(v.shape)}, "
-                f"the model's {list(shapes[k])}"
-            )

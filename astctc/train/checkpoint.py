@@ -80,6 +80,24 @@ def _check_state(path: Path, state) -> None:
         raise RuntimeError(f"{path}: {bad} holds NaN or infinite values: nothing can be resumed or averaged from it")
 
 
+def check_weights_fit(path: Path, sd: dict[str, torch.Tensor], shapes: dict[str, torch.Size]) -> None:
+    """ValueError naming the checkpoint and the first tensor of its model state `sd` that is
+    missing, extra or of another shape than in `shapes` (the model's, by name): load_state_dict's
+    error names no file, over many lines."""
+    missing = [k for k in shapes if k not in sd]
+    if missing:
+        raise ValueError(f"{path}: the weights do not fit the run's config: {missing[0]} is missing")
+    extra = [k for k in sd if k not in shapes]
+    if extra:
+        raise ValueError(f"{path}: the weights do not fit the run's config: {extra[0]} is not in the model")
+    for k, v in sd.items():
+        if v.shape != shapes[k]:
+            raise ValueError(
+                f"{path}: the weights do not fit the run's config: {k} is {list(v.shape)}, "
+                f"the model's {list(shapes[k])}"
+            )
+
+
 def load_latest(exp_dir: str | Path, warn) -> tuple[Path, dict] | None:
     """The newest checkpoint that loads, and its state; None when there is none. One that does
     not load (a disk filled up, a copy cut short) is renamed `<name>.bad`, `warn`ed about, and
