@@ -44,6 +44,20 @@ DEFAULT_CONTEXT_SECONDS = 1.0
 ITEM_ERRORS = (AudioError, ValueError, OSError)  # what fails one item and not the others
 
 
+def item_error(label: str, what: str, e: Exception) -> Exception:
+    """`e` as an error of one item: unchanged when it already names the item; else a ValueError
+    `<label>: <what> failed (<type>: <first line>)` (a torch RuntimeError spans many lines)."""
+    if isinstance(e, ITEM_ERRORS) and str(e).startswith(label):
+        return e
+    first = (str(e).strip().splitlines() or [""])[0]
+    return ValueError(f"{label}: {what} failed ({type(e).__name__}: {first})")
+
+
+def item_label(a: Audio, n: int) -> str:
+    """How errors name item n: its path, or `waveform n`."""
+    return f"waveform {n}" if isinstance(a, Tensor) else source_name(a)
+
+
 @dataclass
 class Window:
     feats: Tensor  # (frames, mel bins)
@@ -180,13 +194,17 @@ class WindowedModel:
         if cfg.frames(have) >= 1:  # the last window (at most a full one), kept to its end
             yield Window(fbank(torch.cat(pending), cfg), n, start, (0 if start == 0 else c, None), True)
 
-    def _safe_windows(self, audio: Sequence[Audio]) -> Iterator[Window | Failed]:
-        """iter_windows, with an item that fails reported as `Failed` and the others read on."""
+    def _safe_windows(self, audio: Sequence[Audio], dropped: set[int] | None = None) -> Iterator[Window | Failed]:
+        """iter_windows, with an item that fails reported as `Failed` and the others read on; an
+        item put in `dropped` (its windows failed to run) is read no further."""
         for n, a in enumerate(audio):
             try:
-                yield from self._item_windows(n, a)
-            except ITEM_ERRORS as e:
-                yield Failed(n, e)
+                for w in self._item_windows(n, a):
+                    yield w
+                    if dropped and n in dropped:
+                        break
+            except Exception as e:  # noqa: BLE001 - any failure (an odd file's MemoryError too) is this item's
+                yield Failed(n, item_error(item_label(a, n), "reading", e))
 
     def chunks(self, audio: Sequence[Audio]) -> Iterator[list[Window]]:
         """Consecutive windows of `audio` in lists of about `chunk_frames` frames: what is read,
@@ -242,24 +260,50 @@ class WindowedModel:
                 out[k] = r["log_probs"][b, : int(r["lengths"][b])][lo:hi].float().cpu()
         return out  # type: ignore[return-value]
 
+    def _isolated_log_probs(self, windows: Sequence[Window]) -> list[Tensor | Exception]:
+        """window_log_probs; when a batch fails, each item's windows are run again alone, so one
+        item that fails (or a batch too big for memory) fails only its own windows."""
+        try:
+            return self.window_log_probs(windows)  # type: ignore[return-value]
+        except Exception as e:  # noqa: BLE001 - retried item by item below
+            if len({w.source for w in windows}) == 1:
+                return [e] * len(windows)
+        out: list[Tensor | Exception] = []
+        for source in dict.fromkeys(w.source for w in windows):  # consecutive: a chunk is in order
+            own = [w for w in windows if w.source == source]
+            try:
+                out += self.window_log_probs(own)
+            except Exception as e:  # noqa: BLE001 - this item's failure, reported for it
+                out += [e] * len(own)
+        return out
+
     def item_log_probs(
         self, items: Sequence[Audio], progress: Callable[[float], None] | None = None
     ) -> Iterator[tuple[int, Tensor | Exception]]:
         """(index, stitched (T, V) CTC log-probabilities of the whole item, or the exception it
-        failed with) for each item, in input order, as soon as its last window has run. Frame t
-        starts at t * frame_seconds. `progress(seconds)` gets the audio seconds just processed."""
+        failed with, naming it) for each item, in input order, as soon as its last window has
+        run. Frame t starts at t * frame_seconds. `progress(seconds)` gets the audio seconds just
+        processed. An item that cannot be read, or whose windows fail to run, fails alone."""
         if self.tokenizer is None:
             raise ValueError("model has no CTC head: no log-probabilities to stitch")
         parts: list[Tensor] = []  # the kept pieces of the item being read
-        for chunk in self._chunks(self._safe_windows(items)):
+        dropped: set[int] = set()  # items whose windows failed to run: read no further
+        for chunk in self._chunks(self._safe_windows(items, dropped)):
             ws = [w for w in chunk if isinstance(w, Window)]
-            lps = iter(self.window_log_probs(ws)) if ws else iter(())
+            lps = iter(self._isolated_log_probs(ws)) if ws else iter(())
             for w in chunk:
                 if isinstance(w, Failed):
                     parts = []
                     yield w.source, w.error
                     continue
                 lp = next(lps)
+                if w.source in dropped:
+                    continue
+                if isinstance(lp, Exception):
+                    dropped.add(w.source)
+                    parts = []
+                    yield w.source, item_error(item_label(items[w.source], w.source), "the model", lp)
+                    continue
                 parts.append(lp)
                 if progress is not None:
                     progress(lp.shape[0] * self.frame_seconds)

@@ -20,7 +20,7 @@ from torch import nn
 
 import astctc.inference as inference
 import astctc.words as words_mod
-from astctc.audio import AudioError, load_audio
+from astctc.audio import AudioError, iter_audio, load_audio
 from astctc.decode import BeamSearch
 from astctc.features import FeatureConfig, fbank
 from astctc.inference import WindowedModel
@@ -228,3 +228,54 @@ def test_memory_does_not_grow_with_the_file(model_dir, speech, tmp_path, monkeyp
         assert live == {"samples": 0, "frames": 0}
         assert peak["frames"] <= asr.chunk_frames + WINDOW
     assert results[60] == results[10], results
+
+
+def test_a_failed_batch_or_read_fails_only_its_own_item(model_dir, speech, tmp_path, monkeypatch):
+    """Windows of several items share a forward pass: when it fails, each item's windows run
+    alone; an item whose windows fail (or whose reading fails in any way) yields its error,
+    naming it, and its later windows are neither read nor run."""
+    asr = WindowedModel(model_dir, device="cpu", batch_seconds=2.0)
+    good = str(write(tmp_path / "good.flac", speech))
+    bad = str(write(tmp_path / "bad.flac", speech))
+    items = [good, bad, speech[:20000], good]
+    expected = {n: lp for n, lp in asr.item_log_probs(items)}
+    real = WindowedModel.window_log_probs
+    runs = []
+
+    def window_log_probs(self, windows):
+        runs.append({w.source for w in windows})
+        if any(w.source == 1 and w.start > 0 for w in windows):  # its first window runs, a later one fails
+            raise RuntimeError("out of memory\nmore detail")
+        return real(self, windows)
+
+    monkeypatch.setattr(WindowedModel, "window_log_probs", window_log_probs)
+    out = list(asr.item_log_probs(items))
+    assert [n for n, _ in out] == [0, 1, 2, 3]
+    assert isinstance(out[1][1], ValueError)
+    assert str(out[1][1]) == f"{bad}: the model failed (RuntimeError: out of memory)"
+    for n in (0, 2, 3):
+        torch.testing.assert_close(out[n][1], expected[n], rtol=0, atol=1e-5)
+    assert any(len(r) > 1 for r in runs) and {1} in runs  # shared batches, then item 1 alone
+    reads = []
+    real_windows = WindowedModel._item_windows
+
+    def item_windows(self, n, a):
+        for w in real_windows(self, n, a):
+            reads.append(n)
+            yield w
+
+    monkeypatch.setattr(WindowedModel, "_item_windows", item_windows)
+    list(asr.item_log_probs([speech[:20000], bad]))
+    assert 1 < reads.count(1) < len(asr.windows([speech]))  # the failed item was read no further
+
+    def broken_reader(src, *args, **kwargs):
+        if str(src) == bad:
+            raise MemoryError("cannot allocate")
+        return iter_audio(src, *args, **kwargs)
+
+    monkeypatch.undo()
+    monkeypatch.setattr(inference, "iter_audio", broken_reader)
+    out = list(asr.item_log_probs(items))
+    assert str(out[1][1]) == f"{bad}: reading failed (MemoryError: cannot allocate)"
+    for n in (0, 2, 3):
+        torch.testing.assert_close(out[n][1], expected[n], rtol=0, atol=1e-5)
