@@ -13,6 +13,7 @@ that cannot be read fails alone: `transcribe_all` yields its exception and goes 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from .decode import BeamConfig, BeamSearch, Hypothesis, greedy_decode
-from .inference import ITEM_ERRORS, Audio, WindowedModel
+from .inference import Audio, WindowedModel, item_error, item_label
 from .words import greedy_words
 
 Item = Audio | np.ndarray  # a path, encoded bytes, or a 1-D waveform (Tensor or array) at 16 kHz
@@ -90,8 +91,8 @@ class Transcriber(WindowedModel):
                 continue
             try:
                 yield n, self.decode(r, search)
-            except ITEM_ERRORS as e:
-                yield n, e
+            except Exception as e:  # noqa: BLE001 - a search that fails on one item fails that item
+                yield n, item_error(item_label(prepared[n], n), "decoding", e)  # type: ignore[arg-type]
         yield from failures_before(len(prepared))
 
     def transcribe(self, audio: Item, search: BeamSearch | None = None, lm: str | Path | None = None) -> Hypothesis:
@@ -139,41 +140,78 @@ def as_audio(a: Item, n: int = 0) -> Audio:
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au", ".caf", ".w64", ".rf64")
 
 
-def find_audio(inputs: Sequence[str | Path], list_file: str | Path | None = None) -> list[str]:
+def find_audio(
+    inputs: Sequence[str | Path], list_file: str | Path | None = None, problems: list[str] | None = None
+) -> list[str]:
     """The audio files `inputs` name, in order: a file as it is (whatever its extension); a folder:
     its files with an audio extension (AUDIO_EXTENSIONS, any case), recursively, sorted; then the
     paths in `list_file`, one a line (blank lines and # comments skipped; relative paths are
     relative to the list's folder). A path that does not exist is kept, to fail alone when read;
-    a folder without audio is a ValueError naming it; a path given twice is kept once."""
+    a folder without audio is a ValueError naming it; a path given twice is kept once.
+
+    What a folder holds but cannot be read (a subfolder without permission, a symbolic link whose
+    target is gone: it may have been audio or a folder of it) is `<path>: <why>` in `problems`,
+    when given, and skipped; without `problems` it is an OSError naming it."""
     paths = [str(p) for p in inputs]
     if list_file is not None:
-        lf = Path(list_file)
-        try:
-            lines = lf.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{lf}: no such list file") from None
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{lf}: list file is not UTF-8 text ({e.reason} at byte {e.start})") from None
-        for line in lines:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                paths.append(line if Path(line).is_absolute() else str(lf.parent / line))
+        paths += _list_file(Path(list_file))
     out: list[str] = []
     seen: set[str] = set()
     for p in paths:
-        d = Path(p)
-        if d.is_dir():
-            found = sorted(str(f) for f in d.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
-            if not found:
-                raise ValueError(f"{d}: no audio files in this folder ({' '.join(AUDIO_EXTENSIONS)})")
-        else:
-            found = [p]
+        found = _folder_audio(Path(p), problems) if os.path.isdir(p) else [p]  # isdir: never raises
         for f in found:
             key = str(Path(f).resolve())
             if key not in seen:
                 seen.add(key)
                 out.append(f)
     return out
+
+
+def _list_file(lf: Path) -> list[str]:
+    """The paths a list file names (see find_audio)."""
+    try:
+        lines = lf.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{lf}: no such list file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{lf}: list file is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    stripped = (line.strip() for line in lines)
+    return [s if Path(s).is_absolute() else str(lf.parent / s) for s in stripped if s and not s.startswith("#")]
+
+
+def _folder_audio(folder: Path, problems: list[str] | None) -> list[str]:
+    """The audio files below `folder`, sorted; what cannot be read goes to `problems` (or raises)."""
+    found: list[str] = []
+    bad: list[str] = []
+    _scan(str(folder), found, bad)
+    if bad and problems is None:
+        raise OSError(bad[0])
+    if problems is not None:
+        problems += bad
+    if not found and not bad:
+        raise ValueError(f"{folder}: no audio files in this folder ({' '.join(AUDIO_EXTENSIONS)})")
+    return sorted(found)
+
+
+def _scan(folder: str, found: list[str], bad: list[str]) -> None:
+    """Audio files below `folder` into `found`; `<path>: <why>` into `bad` for what cannot be read.
+    Symbolic links to folders are not followed (as Path.rglob did: no loops)."""
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError as e:
+        bad.append(f"{folder}: cannot read this folder ({e.strerror or e})")
+        return
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                _scan(e.path, found, bad)
+            elif e.is_symlink() and not os.path.exists(e.path):
+                bad.append(f"{e.path}: broken symbolic link (its target {os.readlink(e.path)} does not exist)")
+            elif Path(e.name).suffix.lower() in AUDIO_EXTENSIONS and e.is_file():
+                found.append(e.path)
+        except OSError as err:
+            bad.append(f"{e.path}: cannot read ({err.strerror or err})")
 
 
 def transcribe(files: Sequence[Item], model_dir: str | Path, device: str = "auto") -> list[str]:

@@ -6,14 +6,16 @@ whisper's: a `start<TAB>end<TAB>text` header, then one cue a line with integer m
 
 Files are written atomically (a hidden temporary file in the same folder, then a rename), so a
 run that is killed leaves each output either whole or absent, never half written (a kill -9 in
-the middle of a write may leave the hidden `.<name>.*.part` behind; an exception removes it).
+the middle of a write may leave the hidden `.astctc-<random>.part` behind; an exception removes
+it). The temporary name is short, so it fits wherever the output's name fits, and files are
+created as open() creates them (mode 0666 less the umask), not private as tempfile's are.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Sequence
 
@@ -131,15 +133,50 @@ def output_stems(paths: Sequence[str | Path]) -> list[str]:
     return out
 
 
+def check_output_dir(out_dir: str | Path) -> Path:
+    """`out_dir`, made when missing, after writing and removing a file in it: an OSError naming it
+    when it is not a folder that can be written (found before any input is transcribed)."""
+    d = Path(out_dir)
+    if os.path.exists(d) and not os.path.isdir(d):
+        raise NotADirectoryError(f"{d}: output folder exists and is not a folder")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _temporary(d)
+        os.close(fd)
+        tmp.unlink()
+    except OSError as e:
+        raise OSError(f"{d}: cannot write in this output folder ({e.strerror or e})") from None
+    return d
+
+
+def _temporary(folder: Path) -> tuple[int, Path]:
+    """A new empty file in `folder` with a short hidden random name (it fits wherever the output's
+    name does), created as open() creates files: mode 0666 less the umask (0644 with umask 022)."""
+    tmp = folder / f".astctc-{secrets.token_hex(8)}.part"
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+
+
+def _write_error(path: Path, e: OSError) -> OSError:
+    """One line naming the output `path` and why it could not be written."""
+    why = "a folder has this name" if os.path.isdir(path) else (e.strerror or str(e))  # isdir: never raises
+    return OSError(f"{path}: cannot write this output ({why})")
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """`text` to `path` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    """`text` to `path` through a temporary file in the same folder and a rename; an OSError names
+    `path` (not the temporary file)."""
+    try:
+        fd, tmp = _temporary(path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from None
         raise
 
 
@@ -151,13 +188,25 @@ def write_outputs(
     name: str = "",
     duration: float | None = None,
     model: str = "",
+    errors: list[OSError] | None = None,
 ) -> list[Path]:
-    """`hyp` in format `fmt` (or all of them) as out_dir/<stem>.<format>; the paths written."""
+    """`hyp` in format `fmt` (or all of them) as out_dir/<stem>.<format>; the paths written. An
+    output that cannot be written is an OSError naming it: raised, or, with `errors`, appended
+    there while the other formats are still written."""
     d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"{d}: cannot make the output folder ({e.strerror or e})") from None
     written = []
     for f in formats(fmt):
         p = d / f"{stem}.{f}"
-        write_atomic(p, render(f, hyp, name, duration, model))
+        try:
+            write_atomic(p, render(f, hyp, name, duration, model))
+        except OSError as e:
+            if errors is None:
+                raise
+            errors.append(e)
+            continue
         written.append(p)
     return written

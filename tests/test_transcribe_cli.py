@@ -240,3 +240,155 @@ def test_runtime_onnx_gives_the_same_transcripts(model_dir, clips, tmp_path, cap
     assert code == 0
     code, by_onnx, err = run(capsys, "--model", str(onnx_model), "--runtime", "onnx", *files)
     assert code == 0 and by_onnx == by_torch and SUMMARY.search(err), err
+
+
+def test_odd_rates_and_a_failing_file_fail_alone(model_dir, clips, tmp_path, capsys, monkeypatch):
+    """good1, a 44101 Hz file (read in bounded memory: transcribed), a 2 KB file declaring
+    1,000,003 Hz, a file whose reading runs out of memory, good2: each bad one named on its own
+    line, the others written."""
+    import astctc.audio as audio
+
+    root = tmp_path / "in"
+    good1, good2 = put(root / "good1.flac", clips[0]), put(root / "good2.flac", clips[1])
+    odd = put(root / "odd.wav", audio.resample(torch.from_numpy(clips[2][:32000]), 16000, 44101).numpy(), 44101)
+    absurd = put(root / "absurd.wav", np.zeros(1000, np.float32), 1000003)
+    oom = put(root / "oom.wav", audio.resample(torch.from_numpy(clips[0]), 16000, 22051).numpy(), 22051)
+    real = audio._resampler
+
+    def resampler(orig, new):
+        if orig == 22051:  # what a resampler's huge kernel did (12 GB for 44101 Hz before)
+            raise MemoryError("cannot allocate 9.7 GB")
+        return real(orig, new)
+
+    monkeypatch.setattr(audio, "_resampler", resampler)
+    out = tmp_path / "out"
+    files = [good1, odd, absurd, oom, good2]
+    code, _, err = run(capsys, "--model", str(model_dir), "--output-dir", str(out), *map(str, files))
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["good1.txt", "good2.txt", "odd.txt"]
+    lines = err.strip().splitlines()
+    assert f"astctc transcribe: error: {absurd}: sample rate of 1000003 Hz is outside 1000..768000 Hz" in lines
+    assert f"astctc transcribe: error: {oom}: reading failed (MemoryError: cannot allocate 9.7 GB)" in lines
+    assert lines[-1] == "astctc transcribe: error: 2 of 5 inputs failed (named above)"
+    assert "Traceback" not in err
+
+
+def test_a_failed_batch_is_run_again_item_by_item(model_dir, clips, tmp_path, capsys, monkeypatch):
+    """Windows of several files share a forward pass; when it fails, each file's windows run
+    alone, so only the file whose windows fail is lost."""
+    from astctc.inference import WindowedModel
+
+    files = [put(tmp_path / f"{k}.flac", c) for k, c in enumerate(clips)]
+    code, alone, _ = run(capsys, "--model", str(model_dir), str(files[0]), str(files[2]))
+    assert code == 0
+    real = WindowedModel.window_log_probs
+
+    def window_log_probs(self, windows):
+        if any(w.source == 1 for w in windows):
+            raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+        return real(self, windows)
+
+    monkeypatch.setattr(WindowedModel, "window_log_probs", window_log_probs)
+    code, both, err = run(capsys, "--model", str(model_dir), *map(str, files))
+    assert code == 1
+    assert both == alone
+    lines = err.strip().splitlines()
+    assert f"astctc transcribe: error: {files[1]}: the model failed (RuntimeError: CUDA out of memory.)" in lines
+    assert lines[-1] == "astctc transcribe: error: 1 of 3 inputs failed (named above)"
+
+
+def test_unreadable_folders_and_broken_links_are_failed_inputs(clips, model_dir, tmp_path, capsys, monkeypatch):
+    import os
+
+    import astctc.transcribe as transcribe
+
+    root = tmp_path / "in"
+    good = [put(root / "a.flac", clips[0]), put(root / "sub" / "b.flac", clips[1])]
+    locked = root / "locked"
+    put(locked / "c.flac", clips[2])
+    (root / "gone.flac").symlink_to(tmp_path / "nowhere.flac")
+    (root / "gone_folder").symlink_to(tmp_path / "nowhere")
+    (root / "loop").symlink_to(root / "loop")
+    real = os.scandir
+
+    def scandir(path):  # root reads any folder: stand in for one without permission
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(transcribe.os, "scandir", scandir)
+    problems: list[str] = []
+    assert find_audio([str(root)], problems=problems) == [str(g) for g in good]
+    assert sorted(problems) == sorted(
+        [
+            f"{root / 'gone.flac'}: broken symbolic link (its target {tmp_path / 'nowhere.flac'} does not exist)",
+            f"{root / 'gone_folder'}: broken symbolic link (its target {tmp_path / 'nowhere'} does not exist)",
+            f"{root / 'loop'}: broken symbolic link (its target {root / 'loop'} does not exist)",
+            f"{locked}: cannot read this folder (Permission denied)",
+        ]
+    )
+    with pytest.raises(OSError, match="broken symbolic link|cannot read this folder"):
+        find_audio([str(root)])  # without a list for them: an error, never skipped unseen
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "--model", str(model_dir), "--output-dir", str(out), str(root))
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt"]
+    lines = err.strip().splitlines()
+    for p in problems:
+        assert f"astctc transcribe: error: {p}" in lines
+    m = SUMMARY.search(err)
+    assert m and (m[1], m[2]) == ("2", "4"), err
+    assert lines[-1] == "astctc transcribe: error: 4 of 6 inputs failed (named above)"
+    # a folder holding nothing but an unreadable subfolder: its one line, exit 1
+    code, _, err = run(capsys, "--model", str(model_dir), str(locked.parent / "locked"))
+    assert (
+        code == 1 and err.strip() == f"astctc transcribe: error: {locked}: cannot read this folder (Permission denied)"
+    )
+
+
+def test_an_output_that_cannot_be_written_fails_its_input_only(model_dir, clips, tmp_path, capsys):
+    import os
+
+    root = tmp_path / "in"
+    long_ok = put(root / ("a" * 241 + ".flac"), clips[0])  # a legal 247-character name: outputs of 246 fit
+    too_long = put(root / ("b" * 251 + ".wav"), clips[1])  # its .json has 256 characters: cannot exist
+    taken = put(root / "taken.flac", clips[0])
+    last = put(root / "z.flac", clips[1])
+    out = tmp_path / "out"
+    (out / "taken.json").mkdir(parents=True)  # a folder has that output's name
+    old = os.umask(0o027)
+    try:
+        code, _, err = run(capsys, "--model", str(model_dir), "--output-dir", str(out), "--format", "all", str(root))
+    finally:
+        os.umask(old)
+    assert code == 1
+    names = sorted(p.name for p in out.iterdir())
+    expected = sorted([f"{'a' * 241}.{f}" for f in FORMATS] + [f"z.{f}" for f in FORMATS])
+    # taken.json: the folder; the other formats written, and the 255-character ones of b...b
+    expected += [f"taken.{f}" for f in FORMATS] + [f"{too_long.stem}.{f}" for f in FORMATS if f != "json"]
+    assert names == sorted(expected)
+    for p in out.iterdir():
+        if p.is_file():
+            assert p.stat().st_mode & 0o777 == 0o640, p  # 0666 less the umask, as open() makes files
+    lines = err.strip().splitlines()
+    assert f"astctc transcribe: error: {out / 'taken.json'}: cannot write this output (a folder has this name)" in lines
+    output = out / f"{too_long.stem}.json"
+    assert f"astctc transcribe: error: {output}: cannot write this output (File name too long)" in lines
+    m = SUMMARY.search(err)
+    assert m and (m[1], m[2]) == ("2", "2"), err
+    assert lines[-1] == "astctc transcribe: error: 2 of 4 inputs failed (named above)"
+    assert long_ok.exists() and taken.exists() and last.exists()
+
+
+def test_a_bad_output_dir_is_found_before_any_work(clips, tmp_path, capsys):
+    a = put(tmp_path / "a.flac", clips[0])
+    not_a_folder = tmp_path / "out.txt"
+    not_a_folder.write_text("a file")
+    # the model does not exist: the folder's error comes first, before the model is loaded
+    code, _, err = run(capsys, "--model", str(tmp_path / "nomodel"), "--output-dir", str(not_a_folder), str(a))
+    assert (
+        code == 1
+        and err.strip() == f"astctc transcribe: error: {not_a_folder}: output folder exists and is not a folder"
+    )
+    code, _, err = run(capsys, "--model", str(tmp_path / "nomodel"), "--output-dir", str(not_a_folder / "x"), str(a))
+    assert code == 1 and err.strip().startswith(f"astctc transcribe: error: {not_a_folder / 'x'}: cannot write"), err

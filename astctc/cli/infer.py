@@ -9,10 +9,11 @@ from .common import SHARDS_HELP, add_parser, beam_config, beam_options
 
 
 def _why(path: str, e: BaseException) -> str:
-    """An item's error as `<file>: <why>` (the readers' messages already start with the file)."""
+    """An item's error as one line, `<file>: <why>` (the readers' messages already start with the
+    file; a long message, a torch error's, is cut to its first line)."""
     from . import error_text
 
-    msg = error_text(e)
+    msg = (error_text(e).strip().splitlines() or [type(e).__name__])[0]
     return msg if msg.startswith(path) else f"{path}: {msg}"
 
 
@@ -25,14 +26,24 @@ def cmd_transcribe(a: argparse.Namespace) -> None:
     from ..audio import audio_duration
     from ..logs import progress_disabled
     from ..transcribe import Transcriber, find_audio
-    from ..writers import output_stems, stdout_text, write_outputs
+    from ..writers import check_output_dir, output_stems, stdout_text, write_outputs
 
     fmt = "txt" if a.output_format == "text" else a.output_format
     if fmt == "all" and a.output_dir is None:
         raise ValueError("--output-format all writes one file per format: give --output-dir")
-    files = find_audio(a.inputs, a.list)
-    if not files:
+    if a.output_dir is not None:
+        check_output_dir(a.output_dir)  # before any work: a bad folder is found at once
+    problems: list[str] = []  # what the input folders hold but cannot be read: failed inputs
+    files = find_audio(a.inputs, a.list, problems)
+    if not files and not problems:
         raise ValueError("no audio to transcribe: give files, folders or --list FILE")
+    inputs = len(files) + len(problems)
+    if inputs == 1 and problems:
+        raise OSError(problems[0])
+    for p in problems:
+        print(f"astctc transcribe: error: {p}", file=sys.stderr)
+    if not files:
+        raise ValueError(f"{inputs} of {inputs} inputs failed (named above)")
     stems = output_stems(files) if a.output_dir is not None else []
     durations = {}
     for f in files:  # from the headers, for the progress bar and the JSON; a bad file fails later
@@ -58,7 +69,16 @@ def cmd_transcribe(a: argparse.Namespace) -> None:
             state["logged"] = time.monotonic()
             log.info("%.0f of %.0f s of audio transcribed", state["seconds"], total)
 
-    done, failed, seconds, finished, last_error = 0, 0, 0.0, 0.0, None
+    def report(lines: list[str]) -> None:
+        """One failed input: its error lines, printed at once when there are several inputs."""
+        nonlocal failed, last_error
+        failed += 1
+        last_error = lines[-1]
+        if inputs > 1:  # one input: its error is the command's (below)
+            for line in lines:
+                tqdm.write(f"astctc transcribe: error: {line}", file=sys.stderr)
+
+    done, failed, seconds, finished, last_error = 0, len(problems), 0.0, 0.0, ""
     t0 = time.perf_counter()
     try:
         for n, r in asr.transcribe_all(files, search, progress):
@@ -67,25 +87,26 @@ def cmd_transcribe(a: argparse.Namespace) -> None:
             state["seconds"] = finished
             progress(0.0)
             if isinstance(r, Exception):
-                failed += 1
-                last_error = r
-                if len(files) > 1:  # one input: its error is the command's (below)
-                    tqdm.write(f"astctc transcribe: error: {_why(f, r)}", file=sys.stderr)
+                report([_why(f, r)])
                 continue
-            done += 1
-            seconds += durations[f] or 0.0
             if a.output_dir is not None:
-                write_outputs(a.output_dir, stems[n], r, fmt, f, durations[f], asr.name)
+                errors: list[OSError] = []  # an output that cannot be written fails its input, not the run
+                write_outputs(a.output_dir, stems[n], r, fmt, f, durations[f], asr.name, errors)
+                if errors:
+                    report([str(e) for e in errors])  # each names its output
+                    continue
             else:
                 sys.stdout.write(stdout_text(fmt, f, r, len(files) > 1, durations[f], asr.name))
                 sys.stdout.flush()
+            done += 1
+            seconds += durations[f] or 0.0
     finally:
         bar.close()
         if search is not None:
             search.close()
     wall = time.perf_counter() - t0
-    if len(files) == 1 and failed:
-        raise ValueError(_why(files[0], last_error))  # type: ignore[arg-type]
+    if inputs == 1 and failed:
+        raise ValueError(last_error)
     rtf = wall / seconds if seconds > 0 else float("nan")
     print(
         f"astctc transcribe: {done} file{'s' if done != 1 else ''} done, {failed} failed; "
@@ -93,7 +114,7 @@ def cmd_transcribe(a: argparse.Namespace) -> None:
         file=sys.stderr,
     )
     if failed:
-        raise ValueError(f"{failed} of {len(files)} inputs failed (named above)")
+        raise ValueError(f"{failed} of {inputs} inputs failed (named above)")
 
 
 def cmd_classify(a: argparse.Namespace) -> None:
