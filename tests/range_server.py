@@ -5,6 +5,8 @@ answers the two Hugging Face hub calls `hf_hub_download` and `HfApi.get_paths_in
 Faults are queued per path and used up one GET each:
     server.faults["/a.tar.gz"] = ["drop:5000", "503"]
   drop:N         announce the whole body, send N bytes, close the connection
+  stall:N        announce the whole body, send N bytes, then nothing until the server stops
+  hang           accept the request and send nothing, not even headers
   503 / 404 ...  answer with that status
   ignore-range   answer 200 with the whole file although a Range was asked for
   shift-range    answer 206 with a range starting one byte after the one asked for
@@ -86,6 +88,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, path: str, rng: str | None, head: bool, fault: str | None):
         srv = self.server
+        if fault == "hang":
+            srv.stopping.wait(120)
+            return
         if fault and fault.isdigit():
             self.send_error(int(fault))
             return
@@ -128,6 +133,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
+        if fault and fault.startswith("stall:"):
+            self.wfile.write(body[: int(fault[6:])])
+            self.wfile.flush()
+            srv.stopping.wait(120)  # a server that stopped answering: the client must give up
+            self.close_connection = True
+            return
         step = 64 * 1024
         for i in range(0, len(body), step):
             self.wfile.write(body[i : i + step])
@@ -145,6 +156,7 @@ class RangeServer(ThreadingHTTPServer):
         self.log: list[tuple[str, str, str | None]] = []
         self.lfs_sha256: dict[str, str] = {}  # hub path -> sha256 paths-info reports instead
         self.lock = threading.Lock()
+        self.stopping = threading.Event()  # ends stalled answers
         self.active = self.max_active = 0
         self.delay = 0.0  # seconds between 64 KiB chunks (to overlap concurrent requests)
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -161,5 +173,6 @@ class RangeServer(ThreadingHTTPServer):
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stopping.set()
         self.shutdown()
         self.server_close()

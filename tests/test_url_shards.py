@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections import Counter
 
 import pytest
@@ -132,6 +133,33 @@ def test_missing_and_truncated_url_shards_are_skipped_and_named(served, caplog):
         ids = [s["id"] for s in ds]
     assert len(ids) in (2, 3) and ds.skipped >= 1  # shard 3 whole; of shard 2 what came
     assert f"{u}/many/000002.tar: curl exit 18" in caplog.text
+
+
+def test_a_stalled_server_or_command_is_an_error_naming_it(served, monkeypatch):
+    """Headers, then silence: before, curl (a connect timeout only) waited for ever."""
+    u, server = served["url"], served["server"]
+    monkeypatch.setenv("ASTCTC_READ_TIMEOUT", "2")
+    assert resolve_shards(f"{u}/many/index.json")[1] == 12  # imports done: the times below are the reads'
+    for fault in ("stall:0", "hang"):  # headers then nothing; nothing at all
+        server.faults["/many/index.json"] = [fault]
+        start = time.monotonic()
+        with pytest.raises(OSError, match=rf"^{u}/many/index\.json: cannot read the shard index: curl exit 28 .*2 s"):
+            resolve_shards(f"{u}/many/index.json")
+        assert time.monotonic() - start < 10
+    server.faults["/many/000002.tar"] = ["stall:30000"]  # part of a shard, then nothing
+    ds = ShardDataset([f"{u}/many/000002.tar", f"{u}/many/000003.tar"], shuffle=False)
+    start = time.monotonic()
+    ids = [s["id"] for s in ds]
+    assert time.monotonic() - start < 10 and 2 <= len(ids) <= 3  # the next shard is read
+    (where, kind, why), *_ = ds.take_dropped()
+    assert (where, kind) == (f"{u}/many/000002.tar", "shard_error") and "timed out: nothing came for 2 s" in why
+    start = time.monotonic()
+    with pytest.raises(OSError, match=r"^pipe:sleep 30 \| cat: timed out: nothing came for 2 s \(ASTCTC_READ_TIMEOUT"):
+        open_shard("pipe:sleep 30 | cat")  # a command gets the same limit; its pipeline is killed
+    assert time.monotonic() - start < 10
+    monkeypatch.setenv("ASTCTC_READ_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match=r"^ASTCTC_READ_TIMEOUT='soon': not a number of seconds"):
+        open_shard(f"{u}/many/000000.tar")
 
 
 def _collate_ids(samples):

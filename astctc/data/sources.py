@@ -99,7 +99,7 @@ def _curl_argv(url: str, limit: float | None) -> list[str]:
     """curl writing `url` to stdout, run without a shell: HTTP errors fail, redirects are
     followed, transient failures retried; with a limit, a connection or a transfer silent for
     that long ends it (exit 28), and no retry starts after it."""
-    argv = ["curl", "--fail", "--silent", "--location", "--retry", "30", "--retry-delay", "2"]
+    argv = ["curl", "--fail", "--silent", "--location", "--no-buffer", "--retry", "30", "--retry-delay", "2"]
     if limit is not None:
         s = str(max(1, math.ceil(limit)))
         argv += ["--connect-timeout", s, "--speed-limit", "1", "--speed-time", s, "--retry-max-time", s]
@@ -108,7 +108,8 @@ def _curl_argv(url: str, limit: float | None) -> list[str]:
 
 def _start(url: str, limit: float | None) -> tuple[subprocess.Popen, str, tuple[int, ...], float | None]:
     """The process writing `url` to its stdout, its name for messages, the exit statuses that
-    mean success, and how long a read waits for it (curl keeps its own time: ours is a backstop)."""
+    mean success, and how long a read waits for its first byte (curl, which retries within the
+    limit before it, keeps its own time there: ours is a backstop)."""
     if url.startswith("pipe:"):  # a command the user wrote (an index's names never get here)
         proc = subprocess.Popen(url[5:], shell=True, stdin=DEVNULL, stdout=PIPE, start_new_session=True)
         return proc, "command", (0, 141), limit  # 141: a stage of its pipeline ended early
@@ -166,6 +167,7 @@ class _RemoteShard(io.RawIOBase):
         n = os.readv(self._fd, [b])
         if not n:
             self._finish()
+        self._wait = self._limit  # once bytes flow, a silence as long as the limit ends it
         return n
 
     def _chunk(self, size: int) -> bytes:
@@ -174,9 +176,8 @@ class _RemoteShard(io.RawIOBase):
 
     def _stalled(self) -> None:
         self._kill()
-        raise OSError(
-            f"{self.url}: nothing came for {self._wait:g} s ({TIMEOUT_VAR} sets the read timeout); {self._prog} stopped"
-        )
+        why = f"nothing came for {self._wait:g} s ({TIMEOUT_VAR} sets the limit)"
+        raise OSError(f"{self.url}: timed out: {why}; {self._prog} stopped")
 
     def _finish(self) -> None:
         """At the end of the stream: OSError unless the command exited well."""
