@@ -187,7 +187,10 @@ def _hf_state(name: str, where: str, repo: str | None) -> Source:
     else:
         raise ValueError(f"{name}: model_type {mt!r} is not supported (AST, ViT or DeiT)")
     try:
-        model, info = cls.from_pretrained(where, config=config, output_loading_info=True, **kwargs)
+        # safetensors only: a repository holding just pytorch_model.bin is refused, never unpickled
+        model, info = cls.from_pretrained(
+            where, config=config, output_loading_info=True, use_safetensors=True, **kwargs
+        )
     except Exception as e:
         if repo is not None:
             raise RuntimeError(_download_hint(repo, e)) from None
@@ -239,10 +242,14 @@ def _astctc_state(name: str, d: Path) -> Source:
 
     cfg = from_dict(ModelConfig, json.loads((d / "config.json").read_text()))
     e = cfg.encoder
+    state = load_file(str(d / "model.safetensors"))
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ValueError(f"{d / 'model.safetensors'}: {bad} holds NaN or infinite values: not a model to start from")
     return Source(
         name=name,
         kind="astctc",
-        state=load_file(str(d / "model.safetensors")),
+        state=state,
         grid=(e.freq_rows, e.max_time_columns),
         num_cls_tokens=e.num_cls_tokens,
         embed_dim=e.embed_dim,

@@ -32,6 +32,7 @@ from ..models.pretrained import init_from_pretrained, log_report
 from ..tokenizer import load_tokenizer
 from . import distributed
 from .checkpoint import (
+    check_weights_fit,
     checkpoint_path,
     checkpoints,
     load_latest,
@@ -129,6 +130,7 @@ class Trainer:
                 )
             return False
         path, state = found
+        check_weights_fit(path, state["model"], {k: v.shape for k, v in self.model.state_dict().items()})
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
