@@ -123,8 +123,11 @@ def test_corpora_are_under_download_and_prepare(tmp_path, capsys):
 
     p = build_parser()
     for verb, corpora in (
-        ("download", {"librispeech", "fleurs", "speechcommands", "esc50", "ljspeech"}),
-        ("prepare", {"librispeech", "fleurs", "speechcommands", "esc50", "fsdd", "ljspeech"}),
+        ("download", {"librispeech", "fleurs", "speechcommands", "esc50", "ljspeech", "mini_librispeech", "an4"}),
+        (
+            "prepare",
+            {"librispeech", "fleurs", "speechcommands", "esc50", "fsdd", "ljspeech", "mini_librispeech", "an4"},
+        ),
     ):
         sub = dict(_parsers(p))[("astctc", verb)]
         assert {path[-1] for path, _ in _parsers(sub, (verb,))} - {verb} == corpora

@@ -50,12 +50,34 @@ def cmd_download(a: argparse.Namespace) -> None:
         test_url = sc.TEST_URL if a.test_url is None else a.test_url or None
         dirs = sc.download_speechcommands(a.out, a.url or sc.TRAIN_URL, test_url, a.checksums)
         print(json.dumps({k: str(v) for k, v in dirs.items()}))
+    elif a.corpus == "mini_librispeech":
+        from ..corpora import librispeech as ls
+
+        subsets = list(dict.fromkeys(a.subsets + a.test_subsets))
+        info = ls.download(
+            subsets,
+            a.out,
+            a.ls_mirror,
+            a.lm_files,
+            a.lm_mirror,
+            a.checksums,
+            a.keep_archives,
+            a.workers,
+            mini_mirror=a.mirror,
+        )
+        print(json.dumps(info, indent=1))
     elif a.corpus == "ljspeech":
         from ..corpora import ljspeech
         from ..corpora.download import digest_kw, read_checksums
 
         sums = read_checksums(a.checksums) if a.checksums else {}
         print(ljspeech.download(a.out, a.url or ljspeech.URL, **digest_kw(sums.get("LJSpeech-1.1.tar.bz2"))))
+    elif a.corpus == "an4":
+        from ..corpora import an4
+        from ..corpora.download import digest_kw, read_checksums
+
+        sums = read_checksums(a.checksums) if a.checksums else {}
+        print(an4.download(a.out, a.url or an4.URL, **digest_kw(sums.get(an4.ARCHIVE))))
     else:
         from ..corpora import esc50
         from ..corpora.download import digest_kw, read_checksums
@@ -78,10 +100,19 @@ def cmd_prepare(a: argparse.Namespace) -> None:
         from ..corpora.speechcommands import prepare_speechcommands
 
         info = prepare_speechcommands(a.src, a.out, a.classes, a.test_src, a.dev_percent, a.test_percent)
+    elif a.corpus == "mini_librispeech":
+        from ..corpora.librispeech import MINI_DEV_SPEAKERS, prepare_mini
+
+        dev_speakers = MINI_DEV_SPEAKERS if a.dev_speakers is None else a.dev_speakers
+        info = prepare_mini(a.root, a.out, a.test_src, dev_speakers, a.lm_text)
     elif a.corpus == "ljspeech":
         from ..corpora.ljspeech import DEV, TEST, prepare
 
         info = prepare(a.root, a.out, a.dev or DEV, a.test or TEST)
+    elif a.corpus == "an4":
+        from ..corpora.an4 import prepare
+
+        info = prepare(a.root, a.out, a.num_dev)
     elif a.corpus == "esc50":
         from ..corpora.esc50 import prepare_esc50
 
@@ -228,6 +259,35 @@ def _download(sub) -> None:
     c.add_argument(
         "--checksums", default=None, help="md5sum/sha256sum-format file with LJSpeech-1.1.tar.bz2 for another --url"
     )
+    c = add_parser(
+        corpora,
+        "mini_librispeech",
+        "Mini LibriSpeech (OpenSLR 31: train-clean-5, dev-clean-2), OpenSLR 12 subsets to test on "
+        "and OpenSLR 11 LM files, md5-checked",
+        cmd_download,
+    )
+    c.add_argument("--out", required=True, help="directory for archives, LibriSpeech/ and lm/")
+    c.add_argument("--subsets", nargs="*", default=["train-clean-5", "dev-clean-2"], help="OpenSLR 31 subsets")
+    c.add_argument("--test-subsets", nargs="*", default=[], help="OpenSLR 12 subsets too, e.g. test-clean")
+    c.add_argument("--lm-files", nargs="*", default=[], help="OpenSLR 11 files, e.g. 4-gram.arpa.gz")
+    c.add_argument(
+        "--mirror", default="https://www.openslr.org/resources/31", help="base URL or directory of OpenSLR 31"
+    )
+    c.add_argument(
+        "--ls-mirror", default="https://www.openslr.org/resources/12", help="base URL or directory of OpenSLR 12"
+    )
+    c.add_argument(
+        "--lm-mirror", default="https://www.openslr.org/resources/11", help="base URL or directory of OpenSLR 11"
+    )
+    c.add_argument("--checksums", default=None, help="md5sum/sha256sum-format file overriding the published md5 sums")
+    c.add_argument("--keep-archives", type=yes_no, default=True, help="keep .tar.gz after unpacking (true|false)")
+    c.add_argument("--workers", type=int, default=4, help="parallel downloads (each host gets at most 3)")
+    c = add_parser(corpora, "an4", "CMU AN4: the archive (an4_sphere.tar.gz), unpacked", cmd_download)
+    c.add_argument("--out", required=True, help="directory for the archive and an4/")
+    c.add_argument("--url", default=None, help="archive (default: CMU's, which has no published checksum)")
+    c.add_argument(
+        "--checksums", default=None, help="md5sum/sha256sum-format file with an4_sphere.tar.gz, to verify it"
+    )
 
 
 def _prepare(sub) -> None:
@@ -263,6 +323,42 @@ def _prepare(sub) -> None:
     c.add_argument("--out", required=True, help="directory for {train,dev,test}/")
     c.add_argument("--dev", nargs="+", default=None, help="chapters or id ranges A..B held out (default: LJ049)")
     c.add_argument("--test", nargs="+", default=None, help="chapters or id ranges A..B held out (default: LJ050)")
+    c = add_parser(
+        corpora,
+        "mini_librispeech",
+        "train-clean-5 (+ dev-clean-2) -> {train,dev,test}/manifest.jsonl; dev: dev-clean-2, or "
+        "speakers of train-clean-5 held out whole where it is missing; test: --test-src",
+        cmd_prepare,
+    )
+    c.add_argument("--root", required=True, help="directory holding LibriSpeech/train-clean-5 (or train-clean-5)")
+    c.add_argument("--out", required=True, help="directory for {train,dev,test}/ (and lm_text.txt)")
+    c.add_argument(
+        "--test-src",
+        nargs="+",
+        required=True,
+        help="directories whose <spk>/<chapter>/ trees are the test set (e.g. LibriSpeech/test-clean)",
+    )
+    c.add_argument(
+        "--dev-speakers",
+        nargs="+",
+        default=None,
+        help="without dev-clean-2: speakers of train-clean-5 held out for dev (default: 6272 (F) 3242 (M))",
+    )
+    c.add_argument(
+        "--lm-text",
+        nargs="*",
+        default=[],
+        help="LM text files (.gz too) -> OUT/lm_text.txt, less the dev and test transcripts",
+    )
+    c = add_parser(
+        corpora,
+        "an4",
+        "etc/an4_{train,test}.transcription + wav/ -> {train,dev,test}/manifest.jsonl (ESPnet's split)",
+        cmd_prepare,
+    )
+    c.add_argument("--root", required=True, help="an4/ (or its parent): etc/ and wav/")
+    c.add_argument("--out", required=True, help="directory for {train,dev,test}/")
+    c.add_argument("--num-dev", type=int, default=100, help="the first N sorted training utterances -> dev (ESPnet)")
     c = add_parser(
         corpora,
         "esc50",
