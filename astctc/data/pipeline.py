@@ -232,6 +232,7 @@ def collate(items: list[dict]) -> dict:
         feats[i, : it["feats"].shape[0]] = it["feats"]
     batch = {
         "ids": [it["id"] for it in items],
+        "shards": [it.get("shard") for it in items],
         "texts": [it["text"] for it in items],
         "feats": feats,
         "lengths": torch.tensor([it["feats"].shape[0] for it in items]),
@@ -262,6 +263,29 @@ def _drop_none(collate_fn, transform=None):
     return fn
 
 
+class _ScoringLoader(DataLoader):
+    """The loader of a pass that scores a set (decode, evaluate, validation): a sample id read a
+    second time (two shards with the same keys, or one shard twice) is a ValueError naming both
+    places, since results kept by id would silently replace the first copy's."""
+
+    set_name = ""
+
+    def __iter__(self):
+        seen: dict[str, str | None] = {}
+        for batch in super().__iter__():
+            for utt, shard in zip(batch.get("ids", ()), batch.get("shards", ())):
+                if utt in seen:
+                    raise ValueError(_duplicate(self.set_name, utt, seen[utt], shard))
+                seen[utt] = shard
+            yield batch
+
+
+def _duplicate(set_name: str, utt: str, first: str | None, second: str | None) -> str:
+    where = f"twice in {first}" if first == second else f"in {first} and again in {second}"
+    why = "ids must be unique in a set (one copy's reference would replace the other's)"
+    return f"{set_name}: sample {utt!r} is {where}; {why}"
+
+
 def make_loader(
     shards: str,
     featurizer: Featurizer,
@@ -277,7 +301,8 @@ def make_loader(
 
     Yields collated batch dicts, each with "dropped" (see BatchedShardDataset), and
     {"dropped": [...]} alone where nothing of a batch was left. `pin_memory` (for CUDA) puts
-    batches in page-locked memory, so that `.to(device, non_blocking=True)` really overlaps."""
+    batches in page-locked memory, so that `.to(device, non_blocking=True)` really overlaps.
+    Not `train`: a pass that scores the set, where a sample id read twice is an error."""
     featurizer.epoch = epoch
     kwargs = dict(shuffle=train, seed=seed, rank=rank, world_size=world_size, transform=featurizer)
     if train and cfg.balance.head:
@@ -297,7 +322,7 @@ def make_loader(
         shuffle=train,
     )
     batched.set_epoch(epoch)
-    return DataLoader(
+    loader = (DataLoader if train else _ScoringLoader)(
         batched,
         batch_size=None,
         num_workers=cfg.num_workers,
@@ -306,3 +331,5 @@ def make_loader(
         persistent_workers=False,
         pin_memory=pin_memory,
     )
+    loader.set_name = str(shards)
+    return loader

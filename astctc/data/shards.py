@@ -192,6 +192,85 @@ def _resolve_shards(shards) -> tuple[list[str], int | None]:
     return resolve_shards(shards)
 
 
+_MEMBER = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # key, extension: webdataset's split at the first dot
+_ZEROS = bytes(tarfile.BLOCKSIZE)
+
+
+class _Tap:
+    """tarfile's stream, watched: where its latest read began and what it gave. After the last
+    member that is the block where tarfile looked for one more header."""
+
+    def __init__(self, stream):
+        self.stream, self.at, self.last = stream, None, b""
+
+    def read(self, size=-1) -> bytes:
+        self.at = self.stream.tell()
+        self.last = self.stream.read(size)
+        return self.last
+
+    def __getattr__(self, name):  # tell, seek, close: the stream's own
+        return getattr(self.stream, name)
+
+
+class TarEndError(tarfile.ReadError):
+    """A tar that does not end where tarfile stopped reading it: cut short, or a corrupt header."""
+
+
+def _end_problem(tar: tarfile.TarFile, tap: _Tap, samples: int) -> str | None:
+    """None when the archive ended where tarfile stopped with its end-of-archive marker (two
+    zero blocks) and nothing but zeros after it; else what went wrong. tarfile stops without an
+    error at the end of the data, inside a header, at a corrupt one or at the marker of the
+    first of two tars joined, so such a shard would otherwise look whole."""
+    if tap.at is None:  # tarfile met the end at its first block, while opening: a zero block
+        block, at = _ZEROS, 0
+    elif tap.at == tar.offset:
+        block, at = tap.last, tar.offset
+    else:
+        return None  # not where tarfile looked: nothing to judge by
+    if not block:
+        return f"truncated: the tar ends without its end-of-archive marker, after {samples} sample(s)"
+    if len(block) < tarfile.BLOCKSIZE:
+        return f"truncated: the tar ends inside a header at byte {at}"
+    if block != _ZEROS:
+        return f"a corrupt tar header at byte {at}; the rest of the shard was not read"
+    second = tap.read(tarfile.BLOCKSIZE)
+    if len(second) < tarfile.BLOCKSIZE:
+        return "truncated: the tar ends inside its end-of-archive marker (two zero blocks)"
+    while True:  # after the marker only padding: what else is there was not read
+        rest = tap.read(1 << 16)
+        if not rest:
+            return None
+        if rest.count(0) != len(rest):
+            return f"data after the end-of-archive marker at byte {at} (tars joined with cat?) was not read"
+
+
+def _tar_samples(shard: str, stream) -> Iterator[dict]:
+    """Samples {"__key__", "__url__", ext: bytes, ...} of a tar stream: files grouped by key
+    (the name up to the first dot of its base name) while the key stays the same and no
+    extension repeats. At the end, a TarEndError unless the archive closed properly."""
+    tar = tarfile.open(fileobj=stream, mode="r|*")
+    tap = tar.fileobj = _Tap(tar.fileobj)
+    sample: dict | None = None
+    samples = 0
+    for info in tar:
+        m = _MEMBER.match(info.name) if info.isreg() else None
+        if m is not None and not (info.name.startswith("__") and info.name.endswith("__")):
+            key, ext = m.group(1), m.group(2).lower()
+            if sample is not None and (sample["__key__"] != key or ext in sample):
+                samples += 1
+                yield sample
+                sample = None
+            sample = sample or {"__key__": key, "__url__": shard}
+            sample[ext] = tar.extractfile(info).read()
+        tar.members = []  # a stream's members need not be kept
+    if sample is not None:
+        samples += 1
+        yield sample
+    problem = _end_problem(tar, tap, samples)
+    if problem is not None:
+        raise TarEndError(problem)
+
+
 def missing_record(shard: str, missing: int, expected: int) -> tuple[str, str, str]:
     """The drop record of samples an index lists but a tar did not give (ids unknown)."""
     return (shard, "missing", f"{missing} of the {expected} samples its index lists were not read")
@@ -343,26 +422,18 @@ class ShardDataset(IterableDataset):
         return out + (take() if take is not None else [])
 
     def _read(self, shard: str, report_missing: bool = True) -> Iterator[dict]:
-        """Raw samples {"__key__", "__url__", "flac", "json"} of one tar, via webdataset; at its
-        end, fewer samples than the shard's index count are recorded as missing."""
-        from webdataset.tariterators import group_by_keys, tar_file_expander
-
-        def handler(exn: Exception) -> bool:
-            self._skip(shard, f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}", "shard_error")
-            return True  # keep going: the next member, or the next shard
-
+        """Raw samples {"__key__", "__url__", "flac", "json"} of one tar. A tar that cannot be
+        opened, breaks off, or ends without its end-of-archive marker (cut short) is recorded
+        as a shard error; at its end, fewer samples than the shard's index count as missing."""
         n = 0
         try:
-            f = open_shard(shard)  # a local file, or a URL through webdataset's gopen
-        except OSError as e:
-            self._skip(shard, e, "shard_error")
-            f = None
-        if f is not None:
-            with f:
-                files = tar_file_expander([{"url": shard, "stream": f}], handler=handler)
-                for sample in group_by_keys(files, handler=handler):
+            with open_shard(shard) as f:  # a local file, a URL's or a command's output
+                for sample in _tar_samples(shard, f):
                     n += 1
                     yield sample
+        except Exception as e:  # tarfile, the stream, the decompressor: the shard ends here
+            plain = isinstance(e, (TarEndError, OSError))  # their messages say what happened
+            self._skip(shard, str(e) if plain else f"{type(e).__name__}: {e}", "shard_error")
         expected = self.expected.get(shard)
         if report_missing and expected is not None and n < expected:  # read to its end, short
             self.skipped += expected - n
@@ -404,10 +475,20 @@ class ShardDataset(IterableDataset):
         return raw
 
     def prepare(self, raw: dict):
-        """A raw sample decoded and transformed; None if it is dropped (and recorded)."""
+        """A raw sample decoded and transformed, with its "shard"; None if it is dropped (and
+        recorded). A transform that fails on one sample (a transcript or label it cannot use,
+        audio too short to featurise) drops that sample alone, recorded under shard:key."""
         sample = self._decode(raw)
         if sample is not None and self.transform is not None:
-            sample = self.transform(sample)  # a transform may reject a sample with None
+            try:
+                sample = self.transform(sample)  # a transform may reject a sample with None
+            except Exception as e:  # this sample's content: the others go on
+                self._skip(
+                    f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}", f"{type(e).__name__}: {e}", "unusable"
+                )
+                return None
+        if isinstance(sample, dict):
+            sample["shard"] = raw.get("__url__")  # where it came from, for a reader to name
         return sample
 
     def seconds(self, raw: dict) -> float | None:
