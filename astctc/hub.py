@@ -78,6 +78,15 @@ def resolve_model(spec: str | Path) -> Path:
     return local
 
 
+def in_hub_cache(path: str | Path) -> bool:
+    """Whether `path` (its target, when it is a link) lies in huggingface_hub's cache, whose files
+    are links to shared blobs: writing one there corrupts the blob for every snapshot."""
+    from huggingface_hub import constants
+
+    cache = Path(constants.HF_HUB_CACHE).resolve()
+    return Path(path).resolve().is_relative_to(cache)
+
+
 def check_model_dir(model_dir: Path) -> None:
     """FileNotFoundError naming what is missing when `model_dir` is not a complete model directory."""
     if not model_dir.is_dir():

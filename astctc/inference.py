@@ -114,7 +114,8 @@ class WindowedModel:
         if runtime == "onnx":
             from .export import OnnxModel  # lazy: the torch runtime needs neither it nor onnxruntime
 
-            self.onnx = OnnxModel(model_dir)
+            ctc = self.model.cfg.ctc
+            self.onnx = OnnxModel(model_dir, vocab_size=ctc.vocab_size if ctc is not None else None)
         if window is not None:
             frames = int(round(window * 1000 / self.features.frame_shift_ms))
             if not enc.patch_time <= frames <= enc.max_frames:

@@ -110,3 +110,52 @@ def test_push_rejects_incomplete_dir(hub, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="missing features.json"):
         push(tmp_path, "org/x")
+
+
+def test_onnx_from_the_hub_is_checked_and_export_never_writes_the_cache(hub, model_dir, tmp_path, shared_data, capsys):
+    """A repo whose model.onnx was exported from older weights is refused; `export` of a hf://
+    model needs --out and never writes into the cache (its files are links to shared blobs)."""
+    import shutil
+
+    import torch
+
+    from astctc.export import OnnxModel, export_onnx
+    from astctc.models.model import load_model
+
+    clip = str(shared_data / "ljspeech_lj001" / "wavs" / "LJ001-0001.flac")
+    d = tmp_path / "m"
+    shutil.copytree(model_dir, d, ignore=shutil.ignore_patterns("*.pt"))
+    export_onnx(d)
+    files = {p.name: p.read_bytes() for p in d.iterdir()}
+    hub.repos["org/onnx"] = {"files": dict(files), "sha": "1" * 40}
+    assert main(["transcribe", "--model", "hf://org/onnx", "--runtime", "onnx", "--device", "cpu", clip]) == 0
+    capsys.readouterr()
+
+    loaded = load_model(d)  # new weights pushed, the old model.onnx left in the repo
+    with torch.no_grad():
+        loaded.model.ctc.proj.bias.add_(1.0)
+    loaded.model.save(tmp_path / "new", loaded.features, loaded.tokenizer)
+    new = (tmp_path / "new" / "model.safetensors").read_bytes()
+    hub.repos["org/onnx"] = {"files": {**files, "model.safetensors": new}, "sha": "2" * 40}
+    assert main(["transcribe", "--model", "hf://org/onnx", "--runtime", "onnx", "--device", "cpu", clip]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the download's log lines
+    assert err.startswith(f"astctc transcribe: error: {resolve_model('hf://org/onnx') / 'model.onnx'}: exported from")
+    assert "another model.safetensors than the one in" in err, err
+    assert err.endswith("re-export it: astctc export --model hf://org/onnx --format onnx --out FILE"), err
+
+    snap = resolve_model("hf://org/onnx")
+    blob = (snap / "model.onnx").resolve()
+    assert blob != snap / "model.onnx"  # the snapshot's file is a link to a blob
+    cached = blob.read_bytes()
+    assert main(["export", "--model", "hf://org/onnx"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "astctc export: error: hf://org/onnx: a Hub model is read from the Hub cache, which export never "
+        "writes: give --out FILE"
+    )
+    assert main(["export", "--model", "hf://org/onnx", "--out", str(snap / "model.onnx")]) == 1
+    assert "inside the Hugging Face cache, which export never writes" in capsys.readouterr().err
+    assert blob.read_bytes() == cached
+    out = tmp_path / "mine.onnx"
+    assert main(["export", "--model", "hf://org/onnx", "--out", str(out)]) == 0
+    OnnxModel(out, model_dir="hf://org/onnx")  # made from the repo's new weights
+    assert blob.read_bytes() == cached

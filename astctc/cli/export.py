@@ -13,7 +13,12 @@ def register(sub) -> None:
     )
     s.add_argument("--model", required=True, help="model directory (or hf://org/name with --out)")
     s.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
-    s.add_argument("--out", default=None, help="file to write (default: <model>/model.onnx)")
+    s.add_argument(
+        "--out",
+        default=None,
+        help="file to write (default: <model>/model.onnx; needed for hf://org/name: export never writes into "
+        "the Hugging Face cache)",
+    )
     s.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: the exporter's)")
     s.add_argument(
         "--audio",
@@ -47,7 +52,8 @@ def cmd_export(args) -> None:
         ]
         what = "2 random inputs"
     x, lengths = batch_features(feats)
-    diff = max_difference(loaded.model, OnnxModel(out), x, lengths)
+    onnx = OnnxModel(out, model_dir=args.model, vocab_size=loaded.model.cfg.ctc.vocab_size)  # its record checked too
+    diff = max_difference(loaded.model, onnx, x, lengths)
     print(f"parity on {what} (frames {lengths.tolist()}): max |log-prob difference| = {diff:.2e}")
     if not diff <= TOLERANCE:
         raise ValueError(f"{out}: ONNX log-probs differ from PyTorch's by {diff:.2e} > {TOLERANCE:g}")
