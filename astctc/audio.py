@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -93,10 +94,17 @@ def _open(src: Source, label: str):
         return io.BytesIO(src)
     path = Path(src)
     if not path.exists():
-        raise AudioError(f"{label}: no such audio file")
+        raise AudioError(f"{label}: {_missing(path)}")
     if path.stat().st_size == 0:
         raise AudioError(f"{label}: empty audio file (0 bytes)")
     return str(path)
+
+
+def _missing(path: Path) -> str:
+    """Why a path that does not exist cannot be read: no file, or a link whose target is gone."""
+    if path.is_symlink():
+        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return "no such audio file"
 
 
 def _sound_file(src: Source, label: str) -> sf.SoundFile:
@@ -225,13 +233,14 @@ def audio_duration(path: str | Path) -> float:
     """Duration in seconds from the file header, without decoding the samples."""
     p = Path(path)
     if not p.exists():
-        raise AudioError(f"{path}: no such audio file")
+        raise AudioError(f"{path}: {_missing(p)}")
     if p.stat().st_size == 0:
         raise AudioError(f"{path}: empty audio file (0 bytes)")
     try:
         info = sf.info(str(path))
     except Exception as e:
         raise AudioError(f"{path}: cannot read audio header ({e})") from None
+    check_rate(info.samplerate, str(path))  # a rate no reader takes: refused where the header is read
     return info.frames / info.samplerate
 
 

@@ -22,7 +22,17 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from astctc.audio import MAX_KERNEL, MAX_RATE, MIN_RATE, AudioError, iter_audio, load_audio, resample, resample_ratio
+from astctc.audio import (
+    MAX_KERNEL,
+    MAX_RATE,
+    MIN_RATE,
+    AudioError,
+    audio_duration,
+    iter_audio,
+    load_audio,
+    resample,
+    resample_ratio,
+)
 
 COMMON = (8000, 11025, 12000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 192000)
 
@@ -104,6 +114,8 @@ def test_absurd_rates_are_one_line_errors_naming_the_file(tmp_path, sr):
         load_audio(f)
     with pytest.raises(AudioError, match=message):
         list(iter_audio(f))
+    with pytest.raises(AudioError, match=message):
+        audio_duration(f)  # the header says it: a manifest drops it, naming it
 
 
 @pytest.mark.parametrize("sr", [MIN_RATE, MAX_RATE])
@@ -111,3 +123,12 @@ def test_the_edge_rates_are_read(tmp_path, sr):
     f = tmp_path / "edge.wav"
     sf.write(str(f), tone(sr, 0.1, hz=200.0), sr)
     assert abs(load_audio(f).numel() - 1600) <= 1
+
+
+def test_a_broken_link_is_named_as_one(tmp_path):
+    link = tmp_path / "gone.wav"
+    link.symlink_to(tmp_path / "nowhere.wav")
+    message = rf"^{link}: broken symbolic link \(its target {tmp_path / 'nowhere.wav'} does not exist\)$"
+    for read in (load_audio, audio_duration, lambda f: list(iter_audio(f))):
+        with pytest.raises(AudioError, match=message):
+            read(link)
