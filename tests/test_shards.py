@@ -297,3 +297,18 @@ def test_batched_deterministic_and_epoch_dependent(corpus):
 
     assert run(0) == run(0)
     assert run(0) != run(1)
+
+
+def test_balanced_sampling_over_fewer_shards_than_slots(corpus, tmp_path):
+    """Each slot then reads every shard, one of them reporting what a shard lacks; before, the
+    balanced reader's `_read` did not take that flag and the epoch ended in a TypeError."""
+    from astctc.data.manifest import write_manifest
+    from astctc.data.sampling import BalanceConfig, BalancedShardDataset
+
+    write_manifest([dict(r, labels={"k": "ab"[i % 2]}) for i, r in enumerate(corpus["rows"])], tmp_path / "m.jsonl")
+    write_shards(tmp_path / "m.jsonl", tmp_path / "one", progress=False)  # one shard, two slots
+    seen = []
+    for rank in range(2):
+        ds = BalancedShardDataset(tmp_path / "one", BalanceConfig("k", 0.0), rank=rank, world_size=2)
+        seen += [s["id"] for s in ds]
+    assert sorted(seen) == sorted(r["id"] for r in corpus["rows"])  # power 0: each once

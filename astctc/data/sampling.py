@@ -124,8 +124,8 @@ class BalancedShardDataset(ShardDataset):
         classes = sample_classes(meta, self.head)
         return max((self.factors[c] for c in classes if c in self.factors), default=1.0)
 
-    def _read(self, shard: str) -> Iterator[dict]:
-        for raw in super()._read(shard):
+    def _read(self, shard: str, report_missing: bool = True) -> Iterator[dict]:
+        for raw in super()._read(shard, report_missing):
             try:
                 meta = json.loads(raw["json"])
                 r = self.factor(meta) if isinstance(meta, dict) else 1.0
