@@ -1,6 +1,10 @@
 """One shard set made of several, by reference: an index.json whose shard names point into
 the other sets' directories (the reader joins each name to the index's directory), so a
-training set can be the union of corpora, or of cross-validation folds, without copies."""
+training set can be the union of corpora, or of cross-validation folds, without copies.
+
+The names climb out of the index's directory with '..', which a local index may do; an index
+read by URL or through a `pipe:` command may not (`sources._name_problem`), so a combined set is
+read from disk, and remote sets are joined with a brace list instead: https://host/{a,b}/{...}.tar."""
 
 from __future__ import annotations
 
