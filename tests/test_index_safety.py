@@ -94,3 +94,15 @@ def test_decode_of_the_reported_index_runs_nothing(evil, tmp_path, capsys):
     assert not (tmp_path / "PWNED").exists(), "decode ran the command in a shard name"
     assert code == 1 and err.count("\n") == 0
     assert err.startswith(f"astctc decode: error: {data}index.json: ") and "'pipe:id > PWNED; false'" in err
+
+
+def test_a_local_shard_file_named_like_a_command_is_only_a_file(evil, tmp_path, monkeypatch):
+    """A directory's tars are listed by name: 'pipe:...tar' there is a file, not a command."""
+    shards = tmp_path / "listed"
+    shards.mkdir()
+    (shards / f"pipe:id > {evil['pwned'].name}; false; x.tar").write_bytes(b"not a tar")
+    monkeypatch.chdir(shards)
+    ds = ShardDataset(".", shuffle=False)
+    assert list(ds) == [] and not (shards / evil["pwned"].name).exists()
+    [(where, kind, _)] = ds.take_dropped()
+    assert where == f"./pipe:id > {evil['pwned'].name}; false; x.tar" and kind == "shard_error"

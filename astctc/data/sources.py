@@ -270,12 +270,19 @@ def _resolve_local(spec) -> tuple[list[str], Counts]:
     if p.is_dir() and (p / INDEX).exists():
         p = p / INDEX
     if p.is_dir():
-        return sorted(str(t) for t in p.glob("*.tar")), None
+        return sorted(_path(t) for t in p.glob("*.tar")), None
     if p.suffix == ".json":
         # '..' is allowed here: `astctc combine` names the shards of sibling sets that way
         names, counts = _entries(str(p), _parse_index(str(p), p.read_bytes()), remote=False)
-        return [str(p.parent / n) for n in names], counts
+        return [_path(p.parent / n) for n in names], counts
     return [str(p)], None
+
+
+def _path(path: Path) -> str:
+    """A local shard's path as a string that is never taken for a URL: in the current directory
+    a file may be named 'pipe:...tar', and Path('.') / name drops the './'."""
+    s = str(path)
+    return f"./{s}" if is_url(s) else s
 
 
 def _expand(spec: str, strict: bool) -> list[str] | None:
