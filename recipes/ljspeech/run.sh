@@ -17,8 +17,9 @@ test="LJ050"
 data=data
 config=conf/ast_base_gpu.yaml
 exp=""              # default exp/<config name>
-init=""             # a model directory to start from instead of the config's init: its tokenizer
-                    # is kept (so is its CTC head), and stage 5 scores it as it is (zero-shot)
+init=""             # weights to start from instead of the config's init: an astctc model directory
+                    # (its tokenizer is kept, so is its CTC head, and stage 5 scores it as it is,
+                    # zero-shot), or another init source (a Whisper encoder: hf://... or a directory)
 train_opts=""       # extra --set overrides for training, e.g. "max_steps=100"
 average=3
 lm_order=4
@@ -31,9 +32,9 @@ Stages:
   1 prepare    manifests, normalised transcriptions; --dev and --test held out whole
                -> $data/{train,dev,test}/manifest.jsonl
   2 shards     webdataset shards -> $data/<set>/shards
-  3 tokenizer  characters of the training text -> $data/lang (with --init: the model's own)
+  3 tokenizer  characters of the training text -> $data/lang (with --init MODEL: the model's own)
   4 lm         KenLM ${lm_order}-gram on the training transcripts -> $data/lm
-  5 zeroshot   with --init: the starting model decoded as it is -> exp/<name>/zeroshot
+  5 zeroshot   with --init MODEL: the starting model decoded as it is -> exp/<name>/zeroshot
   6 train      -> exp/<name> (resumes from its last checkpoint if killed)
   7 average    the last --average checkpoints -> exp/<name>/model
   8 greedy     greedy decoding of dev and test -> exp/<name>/decode_<set>_greedy
@@ -52,7 +53,10 @@ Data stages (0-4) keep their markers in $data/.done, model stages (5-10) in exp/
 
 [ -f "$config" ] || die "no config $config"
 exp=${exp:-exp/$(basename "$config" .yaml)}
-[ -z "$init" ] || [ -f "$init/config.json" ] || die "--init $init: not a model directory (no config.json)"
+[ -z "$init" ] || [[ "$init" == hf://* ]] || [ -f "$init/config.json" ] \
+  || die "--init $init: not a model directory (no config.json)"
+# an astctc model (features.json beside its weights) brings its tokenizer and can be scored as it is
+init_is_model() { [ -n "$init" ] && [ -f "$init/features.json" ]; }
 root=${src:-$downloads/LJSpeech-1.1}
 
 download() {
@@ -65,7 +69,7 @@ prepare() {
 }
 shards() { for s in train dev test; do astctc shards --manifest "$data/$s/manifest.jsonl" --out "$data/$s/shards"; done; }
 tokenizer() {
-  if [ -n "$init" ]; then
+  if init_is_model; then
     mkdir -p "$data/lang" && cp "$init/chars.txt" "$data/lang/chars.txt"
   else
     astctc tokenizer --type char --manifest "$data/train/manifest.jsonl" --out "$data/lang"
@@ -93,7 +97,7 @@ beam_of() {
     --lm "$out/lm/${lm_order}gram.bin" $beam_opts
 }
 zeroshot() {
-  if [ -z "$init" ]; then log "no --init: nothing to score zero-shot"; return 0; fi
+  if ! init_is_model; then log "no astctc model to start from: nothing to score zero-shot"; return 0; fi
   greedy_of "$init" "$exp/zeroshot" && beam_of "$init" "$exp/zeroshot"
 }
 train() {
