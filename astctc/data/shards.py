@@ -10,6 +10,12 @@ Keys: webdataset splits a member name into key and extension at the *first* dot 
 basename, and a '/' would create directories. Ids are therefore percent-encoded into keys
 (`%` -> %25, `.` -> %2E, `/` -> %2F, ...; see `id_to_key`), so any id round-trips; the id
 itself is also stored in the json.
+
+Reading (`ShardDataset`) groups a tar's files by key as webdataset does, and checks where the
+tar ends: Python's tar reader stops without an error at the end of the data, inside a header, at
+a corrupt one, or at the first of two joined tars' markers, so a tar that does not close with
+its end-of-archive marker (two zero blocks, then only zeros) is a shard error, counted and
+named even when no index.json says how many samples it should hold.
 """
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ shell and in a URL). A local index may use '..': `astctc combine` names sibling 
 `pipe:` and URLs run only where the user wrote them, on the command line or in a config.
 
 Every remote read has a time limit: no byte for ASTCTC_READ_TIMEOUT seconds (default 60; 0: no
-limit) is an OSError naming the URL. curl gets it as its connect timeout and low-speed limit
-(--speed-time), the index fetch included; a `pipe:` command's pipeline is killed.
+limit) is an OSError naming the URL, for an index as for a shard. Before the first byte curl
+keeps the time (its connect timeout and low-speed limit, --speed-time; it retries only within
+the limit); after it, a read that waits longer kills curl, or a `pipe:` command's pipeline.
 
 Resolution happens once, where the dataset is built, and gives the same list in every rank and
 DataLoader worker, which is what keeps epochs exact (each shard read by one slot).
