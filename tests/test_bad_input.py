@@ -655,7 +655,7 @@ BAD_INPUTS: list[BadInput] = [
         "decode-a-corrupt-tar-header",
         lambda tmp, ctx: _decode_shards(ctx, _broken_shards(tmp, ctx, _corrupt_second_header)),
         r"{tmp}/shards",
-        r"\d+ of 12 utterances scored; \d+ utterance\(s\) lost \(missing \d+\)",
+        r"\d+ of 12 utterances scored; \d+ utterance\(s\) lost \(missing \d+, shard_error 1\)",
         lambda tmp: _decoded_some(tmp),
     ),
     # a hostile archive (tests/archive_attack.py): refused, nothing written outside, set aside

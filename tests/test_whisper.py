@@ -178,3 +178,67 @@ def test_hub_spec_downloads_safetensors_only(hub, whisper_dir):  # noqa: F811
     assert all(torch.equal(src.state[k], local.state[k]) for k in local.state)
     assert not any(path.endswith(".bin") for _, path in hub.log)
     assert json.loads((whisper_dir / "config.json").read_text())["model_type"] == "whisper"
+
+
+WHISPER_STEM = {
+    "features.kind": "whisper",
+    "features.num_mel_bins": 80,
+    "model.encoder.stem": "whisper",
+    "model.encoder.num_mel_bins": 80,
+    "model.encoder.patch_freq": 80,
+    "model.encoder.stride_freq": 80,
+    "model.encoder.patch_time": 1,
+    "model.encoder.stride_time": 2,
+    "model.encoder.num_cls_tokens": 0,
+    "model.encoder.max_frames": 3000,
+    "model.encoder.layer_norm_eps": 1e-5,
+}
+
+
+def test_whisper_stem_model_trains_decodes_transcribes_and_exports(tiny_corpus, tmp_path, capsys):
+    """The whole path with a tiny Whisper-stem model on real clips: train (packed attention),
+    average, decode, transcribe with the features its directory records, ONNX within 1e-4."""
+    from astctc.cli import main
+    from astctc.export import OnnxModel
+    from astctc.models.model import load_model
+    from tests.conftest import tiny_train_config
+
+    exp = tmp_path / "exp"
+    sets = tiny_train_config(
+        tiny_corpus, exp, max_steps=4, checkpoint_every=2, **WHISPER_STEM, **{"model.encoder.attention": "packed"}
+    )
+    assert main(["train", *[a for s in sets for a in ("--set", s)]]) == 0
+    model = exp / "model"
+    assert main(["average", "--exp", str(exp), "--last", "2", "--out", str(model)]) == 0
+    assert json.loads((model / "features.json").read_text())["kind"] == "whisper"
+    assert main(["decode", "--model", str(model), "--data", str(tiny_corpus["shards"]), "--out", str(tmp_path / "d")]) == 0
+    assert "%WER" in (tmp_path / "d" / "wer.txt").read_text()
+    clip = str(tiny_corpus["root"] / json.loads(tiny_corpus["manifest"].read_text().splitlines()[0])["audio"])
+    capsys.readouterr()
+    assert main(["transcribe", "--model", str(model), "--device", "cpu", clip]) == 0
+    torch_text = capsys.readouterr().out
+    assert main(["export", "--model", str(model), "--format", "onnx", "--audio", clip]) == 0
+    capsys.readouterr()
+    assert main(["transcribe", "--model", str(model), "--device", "cpu", "--runtime", "onnx", clip]) == 0
+    assert capsys.readouterr().out == torch_text
+    # padded batch of two lengths through onnxruntime = PyTorch
+    loaded = load_model(model)
+    feats = [fbank(load_audio(clip)[:n], loaded.features) for n in (16000, 25000)]
+    lengths = torch.tensor([f.shape[0] for f in feats])
+    batch = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+    with torch.no_grad():
+        ref = loaded.model(batch, lengths)
+    got = OnnxModel(model)(batch, lengths)
+    n = int(ref["lengths"][0])
+    assert torch.equal(got["lengths"], ref["lengths"])
+    assert (got["log_probs"][0, :n] - ref["log_probs"][0, :n]).abs().max() < 1e-4
+
+
+def test_init_check_prints_the_whisper_table(whisper_dir, capsys):
+    from astctc.cli import main
+
+    sets = [a for k, v in WHISPER_STEM.items() for a in ("--set", f"{k}={v}")]
+    sets += ["--set", "model.encoder.embed_dim=384", "--set", "model.encoder.num_heads=6", "--set", "model.encoder.depth=4"]
+    assert main(["init-check", "--init", str(whisper_dir), *sets]) == 0
+    out = capsys.readouterr().out
+    assert "(whisper): " in out and "loaded   encoder.embeddings.patch_embeddings.conv1.weight" in out

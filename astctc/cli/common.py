@@ -19,7 +19,8 @@ TRANSCRIPTS = ("words", "phonemes")
 SHARDS_HELP = (
     "shard set: a directory, its index.json or one .tar; a brace list (DIR/{000000..000003}.tar); "
     "an index.json URL or a directory URL ending in /; or a brace list of URLs or pipe: commands "
-    "('https://host/train/{000000..000511}.tar', 'pipe:aws s3 cp s3://bucket/train/{000000..000511}.tar -')"
+    "('https://host/train/{000000..000511}.tar', 'pipe:aws s3 cp s3://bucket/train/{000000..000511}.tar -'); "
+    "a remote read waiting longer than ASTCTC_READ_TIMEOUT seconds (default 60, 0: no limit) is an error"
 )
 
 
