@@ -211,7 +211,8 @@ def test_whisper_stem_model_trains_decodes_transcribes_and_exports(tiny_corpus, 
     model = exp / "model"
     assert main(["average", "--exp", str(exp), "--last", "2", "--out", str(model)]) == 0
     assert json.loads((model / "features.json").read_text())["kind"] == "whisper"
-    assert main(["decode", "--model", str(model), "--data", str(tiny_corpus["shards"]), "--out", str(tmp_path / "d")]) == 0
+    decode = ["decode", "--model", str(model), "--data", str(tiny_corpus["shards"]), "--out", str(tmp_path / "d")]
+    assert main(decode) == 0
     assert "%WER" in (tmp_path / "d" / "wer.txt").read_text()
     clip = str(tiny_corpus["root"] / json.loads(tiny_corpus["manifest"].read_text().splitlines()[0])["audio"])
     capsys.readouterr()
@@ -238,7 +239,8 @@ def test_init_check_prints_the_whisper_table(whisper_dir, capsys):
     from astctc.cli import main
 
     sets = [a for k, v in WHISPER_STEM.items() for a in ("--set", f"{k}={v}")]
-    sets += ["--set", "model.encoder.embed_dim=384", "--set", "model.encoder.num_heads=6", "--set", "model.encoder.depth=4"]
+    for kv in ("model.encoder.embed_dim=384", "model.encoder.num_heads=6", "model.encoder.depth=4"):
+        sets += ["--set", kv]
     assert main(["init-check", "--init", str(whisper_dir), *sets]) == 0
     out = capsys.readouterr().out
     assert "(whisper): " in out and "loaded   encoder.embeddings.patch_embeddings.conv1.weight" in out
