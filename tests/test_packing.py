@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from astctc.models.encoder import Packed, packed_attention
+from astctc.models.attention import Packed, packed_attention
 from astctc.models.heads import ClassifierConfig, CTCHead, CTCHeadConfig
 from astctc.models.model import ASTModel, ModelConfig
 from tests.test_model import LAYOUTS, small
@@ -84,10 +84,9 @@ def test_packed_path_skips_padding(layout):
 def test_packed_attention_keeps_utterances_apart():
     """Changing one utterance's keys changes only that utterance's outputs."""
     torch.manual_seed(0)
-    lens = [5, 3, 7]
-    cu = torch.tensor([0, 5, 8, 15], dtype=torch.int32)
+    cu = torch.tensor([0, 5, 8, 15], dtype=torch.int32)  # lengths 5, 3, 7
     q, k, v = (torch.randn(15, 2, 8) for _ in range(3))
-    p = Packed(cu, lens, 7)
+    p = Packed(cu, 7)
     base = packed_attention(q, k, v, p)
     k2 = k.clone()
     k2[5:8] += 1.0
@@ -154,17 +153,16 @@ def test_seconds_squared_budget_caps_long_batches():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="flash-attention varlen needs CUDA")
-@pytest.mark.parametrize("heads", [3, 4])  # head size 16: flash varlen; 12: not a multiple of 8, SDPA
-def test_packed_varlen_on_cuda_bf16_close_to_padded(monkeypatch, heads):
-    """On CUDA under bf16 autocast the packed path runs flash-attention's varlen kernel where the
-    head size allows it (a multiple of 8) and SDPA per utterance where not; either way its
-    outputs match the padded SDPA path to bf16 precision."""
-    import astctc.models.encoder as E
+@pytest.mark.parametrize("heads", [3, 4])  # head size 16: fa4 or fa2; 12: not a multiple of 8, sdpa
+def test_packed_varlen_on_cuda_bf16_close_to_padded(heads):
+    """On CUDA under bf16 autocast the packed path runs the backend `auto` picks (FA4 on Hopper
+    where flash-attn-4 imports, else flash-attention 2's varlen, where the head size allows it;
+    SDPA per utterance where not); either way its outputs match the padded SDPA path to bf16
+    precision."""
+    from astctc.models.attention import choose
 
-    calls = []
-    real = E._varlen_attn()
-    assert real is not None, "torch.nn.attention.varlen missing"
-    monkeypatch.setattr(E, "_varlen_attn", lambda: lambda *a, **k: calls.append(1) or real(*a, **k))
+    backend = choose("auto", torch.device("cuda"), torch.bfloat16, 48 // heads, 0.0)
+    assert (backend != "sdpa") == (48 // heads % 8 == 0), backend
     for layout in LAYOUTS:
         padded, packed = (m.cuda() for m in _pair(layout, num_heads=heads))
         feats, lengths, targets, tl = (t.cuda() for t in _batch())
@@ -176,4 +174,3 @@ def test_packed_varlen_on_cuda_bf16_close_to_padded(monkeypatch, heads):
         assert abs(float(loss_a) - float(loss_b)) < 2e-2 * abs(float(loss_a))
         loss_b.backward()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in packed.parameters())
-    assert bool(calls) == (48 // heads % 8 == 0), "flash varlen used where the head size allows, only there"

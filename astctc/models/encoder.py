@@ -9,8 +9,9 @@ key-padding mask, so an utterance in a padded batch gives the outputs it gives a
 
 `attention: "packed"` drops the padding instead of masking it: the valid tokens of the batch
 are concatenated into one (tokens, D) sequence, so the linear layers (most of the FLOPs) skip
-the padding, and attention runs per utterance (`packed_attention`). The outputs equal the
-padded path's (tests/test_packing.py); padded positions of the result are zeros.
+the padding, and attention runs per utterance (`packed_attention`, by the kernel
+`attention_backend` chooses: models/attention.py). The outputs equal the padded path's
+(tests/test_packing.py); padded positions of the result are zeros.
 
 `conv_kernel` (off by default, so AST checkpoints load as before) adds a Conformer-style
 convolution module to every block: trained from scratch, a plain ViT has to learn locality
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..features import FeatureConfig
+from .attention import BACKENDS, Packed, choose, packed_attention
 
 
 @dataclass
@@ -45,6 +47,12 @@ class EncoderConfig:
     max_frames: int = 1024  # fbank frames covered by the position table (10.24 s for AST)
     layer_norm_eps: float = 1e-12  # Hugging Face ViT/AST value
     attention: str = "padded"  # padded (SDPA + key-padding mask) | packed (no compute on padding)
+    # packed attention's kernel (models/attention.py): auto (fa4, else fa2, else sdpa, by what
+    # can run here) | fa4 | fa2 | sdpa (a named one that cannot run is an error); padded: auto/sdpa
+    attention_backend: str = "auto"
+    # under bf16 autocast, carry the residual stream between blocks in bf16 instead of fp32 (the
+    # fp32 position table makes it fp32): half its memory traffic, for a coarser sum
+    bf16_residual: bool = False
     # local structure for models trained from scratch (0 = off, as in AST): a depthwise
     # convolution over time added to the patch embeddings (wav2vec2's convolutional position
     # embedding) and/or a Conformer-style convolution module in every block; kernels in columns
@@ -71,6 +79,20 @@ class EncoderConfig:
         if bad:
             sets = " ".join(f"{prefix}{k}={v}" for k, v in bad.items())
             raise ValueError(f"{prefix}stem whisper makes one token per 2 frames over all mel bins: set {sets}")
+
+    def check_attention(self, prefix: str = "encoder.") -> None:
+        """ValueError naming the key when `attention` / `attention_backend` take no such value,
+        or a kernel is asked of the padded path (SDPA with a mask: it has no other)."""
+        if self.attention not in ("padded", "packed"):
+            raise ValueError(f"{prefix}attention must be padded or packed, not {self.attention!r}")
+        if self.attention_backend not in BACKENDS:
+            choices = ", ".join(BACKENDS)
+            raise ValueError(f"{prefix}attention_backend must be one of {choices}, not {self.attention_backend!r}")
+        if self.attention == "padded" and self.attention_backend not in ("auto", "sdpa"):
+            raise ValueError(
+                f"{prefix}attention_backend {self.attention_backend} needs {prefix}attention packed "
+                "(padded attention is SDPA with a key-padding mask)"
+            )
 
     @property
     def freq_rows(self) -> int:
@@ -209,45 +231,6 @@ class Embeddings(nn.Module):
         return self.dropout(x + self.positions(columns))
 
 
-@dataclass
-class Packed:
-    """Boundaries of the utterances in a packed (tokens, D) sequence."""
-
-    cu_seqlens: Tensor  # (B + 1,) int32 offsets of each utterance's first token
-    lengths: list[int]  # tokens per utterance
-    max_len: int
-
-
-def _varlen_attn():
-    try:
-        from torch.nn.attention.varlen import varlen_attn  # torch >= 2.10: flash-attention varlen
-    except ImportError:
-        return None
-    return varlen_attn
-
-
-# Left out of torch.compile: the batch's boundaries (utterance count, longest length) change
-# every batch, and traced they would be guarded on, recompiling the block for each new batch.
-@torch.compiler.disable
-def packed_attention(q: Tensor, k: Tensor, v: Tensor, packed: Packed, dropout_p: float = 0.0) -> Tensor:
-    """Attention within each utterance of packed (tokens, H, Dh) q/k/v -> (tokens, H, Dh).
-
-    CUDA in fp16/bf16 with a head size flash-attention takes (a multiple of 8): its varlen
-    kernel, one launch for the whole batch and no padding anywhere. Otherwise (CPU, fp32,
-    attention dropout, other head sizes): SDPA per utterance, which on CPU measured faster
-    than nested-tensor SDPA (bench/README.md)."""
-    varlen = _varlen_attn()
-    fast = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0 and q.shape[-1] % 8 == 0
-    if fast and varlen is not None:
-        return varlen(q, k, v, packed.cu_seqlens, packed.cu_seqlens, packed.max_len, packed.max_len)
-    outs = []
-    for qi, ki, vi in zip(*(t.split(packed.lengths) for t in (q, k, v))):
-        qi, ki, vi = (t.transpose(0, 1)[None] for t in (qi, ki, vi))  # 4-D: CPU's flash kernel
-        o = F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout_p)
-        outs.append(o[0].transpose(0, 1))
-    return torch.cat(outs)
-
-
 def unpack(xp: Tensor, index: Tensor, shape: tuple[int, int]) -> Tensor:
     """Packed (tokens, D) -> padded (B, N, D) = `shape` + (D,): token i goes to flat position
     index[i] of B x N, zeros elsewhere. (An index known in advance, not a boolean mask: masked
@@ -276,15 +259,18 @@ class Grid:
 
     def conv(self, x: Tensor, conv: nn.Conv1d) -> Tensor:
         """`conv` along time over each frequency row of x -> tensor shaped like x; class
-        tokens pass through as zeros, padded columns are zeroed before the convolution."""
+        tokens pass through as zeros, padded columns are zeroed before the convolution.
+        Sizes come from tensors' shapes where there are some (traced as sizes, not constants)."""
         packed = x.dim() == 2
         if packed:  # back to (B, N, D) with zeros at the padding
-            x = unpack(x, self.index, (self.B, self.c + self.rows * self.T))
+            shape = self.keep.shape if self.keep is not None else (self.B, self.c + self.rows * self.T)
+            x = unpack(x, self.index, tuple(shape))
         else:
             x = self.zero_padding(x)
         B, N, D = x.shape
-        grid = x[:, self.c :].reshape(B * self.rows, self.T, D).transpose(1, 2)
-        y = conv(grid).transpose(1, 2).reshape(B, self.rows * self.T, D)
+        T = (N - self.c) // self.rows
+        grid = x[:, self.c :].reshape(B * self.rows, T, D).transpose(1, 2)
+        y = conv(grid).transpose(1, 2).reshape(B, self.rows * T, D)
         y = torch.cat([y.new_zeros(B, self.c, D), y], dim=1)
         return y.flatten(0, 1).index_select(0, self.index) if packed else y
 
@@ -437,6 +423,7 @@ class ASTEncoder(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.cfg = cfg
+        cfg.check_attention()
         self.embeddings = Embeddings(cfg)
         self.conv_pos = _depthwise(cfg.embed_dim, cfg.conv_pos) if cfg.conv_pos else None
         self.encoder = Layers(cfg)
@@ -458,13 +445,40 @@ class ASTEncoder(nn.Module):
         if self.cfg.num_cls_tokens == 2:
             nn.init.trunc_normal_(emb.distillation_token, std=0.02)
 
-    def compile_blocks(self) -> None:
-        """torch.compile each transformer block in place (parameter names, hence checkpoints,
-        unchanged), with dynamic shapes since every batch has another shape. The glue (position
-        slicing, masks, packing) stays eager: compiling the whole forward failed in inductor on
-        dynamic shapes (torch 2.11). The packed path recompiles for each new batch size."""
+    def compile_blocks(self, backend: str = "inductor") -> None:
+        """torch.compile the block stack (every block and the final LayerNorm) as one graph, with
+        dynamic shapes since every batch has another shape: no graph break at attention (its
+        kernels are custom ops taking the batch's boundaries as a tensor and an int), so norms,
+        residual adds and dropout fuse across blocks, and a new batch shape does not recompile.
+        Parameter names, hence checkpoints, are unchanged. The glue (positions, masks, packing
+        indices, planned on the CPU from the lengths) stays eager: compiling the whole forward
+        failed in inductor on dynamic shapes (torch 2.11). Attention dropout is the exception:
+        its loop stays eager (models/attention.py), a graph break per block."""
+        self._compiled = torch.compile(self.stack, dynamic=True, backend=backend)
+
+    _compiled = None
+
+    def stack(self, x: Tensor, attn: Tensor | Packed | None, grid: Grid, dtype: torch.dtype | None = None) -> Tensor:
+        """The blocks and the final LayerNorm over (B, N, D) tokens (attn: a key-padding mask
+        or None) or packed (tokens, D) ones (attn: Packed); `dtype`: the residual stream's."""
+        if dtype is not None:
+            x = x.to(dtype)
         for block in self.encoder.layer:
-            block.compile(dynamic=True)
+            x = block(x, attn, grid)
+        return self.layernorm(x)
+
+    def residual_dtype(self, device: torch.device) -> torch.dtype | None:
+        """bf16 where `bf16_residual` asks for it and bf16 autocast is on; else None (as built)."""
+        if not self.cfg.bf16_residual or not torch.is_autocast_enabled(device.type):
+            return None
+        dtype = torch.get_autocast_dtype(device.type)
+        return dtype if dtype == torch.bfloat16 else None
+
+    def attention_kind(self, x: Tensor) -> tuple[torch.dtype, int, float]:
+        """(dtype, head size, dropout) of this forward's attention: what a backend must take."""
+        cfg = self.cfg
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        return dtype, cfg.embed_dim // cfg.num_heads, cfg.attn_dropout if self.training else 0.0
 
     def forward(self, feats: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         """feats: (B, T, num_mel_bins) normalised fbank; lengths: (B,) valid frames.
@@ -475,8 +489,7 @@ class ASTEncoder(nn.Module):
         B, T, nbins = feats.shape
         if nbins != cfg.num_mel_bins:
             raise ValueError(f"expected {cfg.num_mel_bins} mel bins, got {nbins}")
-        if cfg.attention not in ("padded", "packed"):
-            raise ValueError(f"encoder.attention must be padded or packed, not {cfg.attention!r}")
+        cfg.check_attention()
         if T < cfg.patch_time:  # shorter than one patch: pad (the same alone or in a batch)
             feats = F.pad(feats, (0, 0, 0, cfg.patch_time - T))
         dev = feats.device
@@ -489,8 +502,9 @@ class ASTEncoder(nn.Module):
         total = (x.shape[1] - cfg.num_cls_tokens) // cfg.freq_rows
         N = x.shape[1]
         padded = bool((columns < total).any())
+        packed = cfg.attention == "packed"  # packed: always, so one graph serves every batch
         keep = index = None
-        if padded:
+        if padded or packed:
             valid_t = torch.arange(total)[None, :] < columns[:, None]
             keep_cpu = torch.cat(
                 [
@@ -505,16 +519,16 @@ class ASTEncoder(nn.Module):
         columns_dev = to_device(columns, dev)
         if self.conv_pos is not None:
             x = x + F.gelu(grid.conv(x, self.conv_pos))
-        if cfg.attention == "packed" and padded:
-            lengths_tok = (cfg.num_cls_tokens + cfg.freq_rows * columns).tolist()
-            cu = torch.tensor([0] + lengths_tok).cumsum(0).to(torch.int32)
-            packed = Packed(to_device(cu, dev), lengths_tok, max(lengths_tok))
+        stack = self._compiled or self.stack
+        dtype = self.residual_dtype(dev)
+        if packed:
+            lengths_tok = cfg.num_cls_tokens + cfg.freq_rows * columns
+            cu = torch.cat([torch.zeros(1, dtype=torch.long), lengths_tok.cumsum(0)]).to(torch.int32)
+            backend = choose(cfg.attention_backend, dev, *self.attention_kind(x))
+            attn = Packed(to_device(cu, dev), int(lengths_tok.max()), cu, backend)
             xp = x.flatten(0, 1).index_select(0, index)  # (tokens, D), utterance after utterance
-            for block in self.encoder.layer:
-                xp = block(xp, packed, grid)
-            xp = self.layernorm(xp)
+            xp = stack(xp, attn, grid, dtype)
             return EncoderOutput(unpack(xp, index, (B, N)), columns_dev, cfg.num_cls_tokens, cfg.freq_rows)
         mask = keep[:, None, None, :] if padded else None  # (B, 1, 1, N): True = may be attended to
-        for block in self.encoder.layer:
-            x = block(x, mask, grid)
-        return EncoderOutput(self.layernorm(x), columns_dev, cfg.num_cls_tokens, cfg.freq_rows)
+        x = stack(x, mask, grid, dtype)
+        return EncoderOutput(x, columns_dev, cfg.num_cls_tokens, cfg.freq_rows)
