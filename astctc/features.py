@@ -127,11 +127,16 @@ def _whisper_filters(num_mel_bins: int, device: str) -> tuple[torch.Tensor, torc
 def whisper_log_mel(wav: torch.Tensor, num_mel_bins: int = 80, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Whisper's log-mel of (N,) or a batch (B, N) of waveforms -> (T, bins) or (B, T, bins),
     T = N // 160, on the waveform's device. In a batch, `lengths` (B,) gives each waveform's
-    samples: its maximum (the floor at max - 8) is taken over its own frames, as alone."""
+    samples: its end is reflect-padded and its maximum (the floor at max - 8) taken over its own
+    frames, as alone (without lengths every row is taken as N samples long)."""
     single = wav.dim() == 1
     x = wav.float()[None] if single else wav.float()
     filters, window = _whisper_filters(num_mel_bins, str(x.device))
-    spec = torch.stft(x, 400, 160, window=window, center=True, pad_mode="reflect", return_complex=True)
+    if lengths is None:
+        spec = torch.stft(x, 400, 160, window=window, center=True, pad_mode="reflect", return_complex=True)
+    else:  # each row reflected at its own end, not the batch's: its last frames read past it
+        x = _reflect_rows(x, lengths.to(x.device), 200)
+        spec = torch.stft(x, 400, 160, window=window, center=False, return_complex=True)
     power = spec[..., :-1].abs() ** 2  # (B, 201, T): Whisper drops the last frame
     log_spec = (filters @ power).clamp(min=1e-10).log10().transpose(1, 2)  # (B, T, bins)
     if lengths is None:
@@ -141,6 +146,17 @@ def whisper_log_mel(wav: torch.Tensor, num_mel_bins: int = 80, lengths: torch.Te
         top = log_spec.masked_fill(~valid[..., None], float("-inf")).amax(dim=(1, 2), keepdim=True)
     log_spec = (torch.maximum(log_spec, top - 8.0) + 4.0) / 4.0
     return log_spec[0] if single else log_spec
+
+
+def _reflect_rows(x: torch.Tensor, lengths: torch.Tensor, pad: int) -> torch.Tensor:
+    """(B, N) -> (B, N + 2 pad): row b reflect-padded by `pad` samples at both ends of its own
+    first lengths[b] samples (as torch.stft's centring pads a lone waveform), zeros after."""
+    pos = torch.arange(-pad, x.shape[1] + pad, device=x.device)[None, :]
+    n = lengths[:, None]
+    src = pos.abs()  # left edge: sample -k reads sample k
+    src = torch.where(src >= n, 2 * (n - 1) - src, src)  # right edge: n - 1 + k reads n - 1 - k
+    inside = pos < n + pad
+    return torch.where(inside, x.gather(1, src.clamp(0, x.shape[1] - 1)), 0.0)
 
 
 def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
@@ -174,6 +190,100 @@ def fbank(wav: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
     )
     feats = (feats - cfg.norm_mean) / (2 * cfg.norm_std)
     return _utterance_norm(feats, cfg)
+
+
+def fbank_batch(wavs: torch.Tensor, lengths: torch.Tensor, cfg: FeatureConfig | None = None) -> torch.Tensor:
+    """A batch of waveforms (B, N) at cfg.sample_rate, row b valid for its first lengths[b]
+    samples (the rest may hold anything), -> (B, T, num_mel_bins) features of cfg.kind on the
+    waveforms' device, T = the most frames of any row; row b equals `fbank` of its samples alone
+    (1e-4 on real clips: tests/test_batched_fbank.py) for its cfg.frames(lengths[b]) frames and
+    is zero (the normalised mean, as `collate` pads) after them. One batched FFT and one mel
+    product instead of a call per clip: what decoding runs on a GPU. No host-device sync when
+    `lengths` is a CPU tensor."""
+    cfg = cfg or FeatureConfig()
+    if wavs.dim() != 2 or lengths.shape != wavs.shape[:1]:
+        raise ValueError(
+            f"fbank_batch takes (B, N) waveforms and (B,) lengths, not {tuple(wavs.shape)}, {tuple(lengths.shape)}"
+        )
+    frames = [cfg.frames(int(n)) for n in lengths.tolist()]
+    if min(frames) < 1:
+        b = frames.index(min(frames))
+        raise ValueError(
+            f"waveform {b} of {int(lengths[b])} samples is shorter than one {cfg.frame_length_ms} ms analysis window"
+        )
+    wavs = wavs.float()
+    T = max(frames)
+    if cfg.kind == "whisper":
+        lengths_dev = lengths.to(wavs.device, non_blocking=True)
+        feats = whisper_log_mel(wavs, cfg.num_mel_bins, lengths_dev)
+    else:
+        feats = _kaldi_fbank_batch(wavs, lengths, T, cfg)
+    keep = _frame_mask(frames, wavs.device)  # (B, T, 1)
+    return _batch_norm(feats[:, :T], keep, cfg) * keep
+
+
+def _frame_mask(frames: list[int], device: torch.device) -> torch.Tensor:
+    """(B, T, 1) float: 1 at each row's valid frames; built on the CPU, copied without a sync."""
+    keep = (torch.arange(max(frames))[None, :] < torch.tensor(frames)[:, None]).float()[..., None]
+    if device.type == "cuda":
+        return keep.pin_memory().to(device, non_blocking=True)
+    return keep.to(device)
+
+
+@lru_cache(maxsize=8)
+def _kaldi_tables(cfg_key: tuple, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Hanning window (win,) and the mel bank padded to the FFT's bins (fft/2 + 1, bins) that
+    torchaudio's Kaldi fbank uses for these settings, on `device` (cached per device)."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    sample_rate, bins, win, high_freq = cfg_key
+    padded = kaldi._next_power_of_2(win)
+    mel, _ = kaldi.get_mel_banks(bins, padded, sample_rate, LOW_FREQ, high_freq, 100.0, -500.0, 1.0)
+    mel = torch.nn.functional.pad(mel, (0, 1))  # the Nyquist bin, as kaldi.fbank pads it
+    window = torch.hann_window(win, periodic=False, dtype=torch.float32)
+    return window.to(device), mel.T.contiguous().float().to(device)
+
+
+def _kaldi_fbank_batch(wavs: torch.Tensor, lengths: torch.Tensor, T: int, cfg: FeatureConfig) -> torch.Tensor:
+    """`fbank`'s Kaldi path for every row at once -> (B, >= T, bins), not yet normalised: the
+    options `fbank` passes to torchaudio's kaldi.fbank (hanning window, htk_compat, no energy,
+    dither, high_freq) and the ones it leaves at their defaults (snip_edges, remove_dc_offset,
+    preemphasis 0.97, round_to_power_of_two, low_freq 20 Hz), after removing each row's mean."""
+    win, hop = cfg.window_samples, cfg.hop_samples
+    n = lengths.to(wavs.device, non_blocking=True)
+    samples = torch.arange(wavs.shape[1], device=wavs.device)[None, :] < n[:, None]
+    wavs = torch.where(samples, wavs, 0.0)
+    if cfg.remove_waveform_mean:
+        wavs = torch.where(samples, wavs - wavs.sum(1, keepdim=True) / n[:, None], 0.0)
+    wavs = wavs[:, : (T - 1) * hop + win]
+    frames = wavs.unfold(1, win, hop)  # (B, T, win): snip_edges, only whole windows
+    if cfg.dither != 0.0:
+        frames = frames + torch.randn_like(frames) * cfg.dither
+    frames = frames - frames.mean(-1, keepdim=True)  # remove_dc_offset
+    frames = frames - 0.97 * torch.nn.functional.pad(frames, (1, 0), mode="replicate")[..., :-1]  # pre-emphasis
+    window, mel = _kaldi_tables((cfg.sample_rate, cfg.num_mel_bins, win, cfg.high_freq), str(wavs.device))
+    padded = mel.shape[0] * 2 - 2
+    spectrum = torch.fft.rfft(frames * window, n=padded).abs().pow(2.0)
+    eps = torch.finfo(torch.float32).eps  # kaldi's floor before the log
+    with torch.autocast(wavs.device.type, enabled=False):  # fp32 product, also under bf16 autocast
+        energies = torch.matmul(spectrum, mel)
+    return energies.clamp(min=eps).log()
+
+
+def _batch_norm(feats: torch.Tensor, keep: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
+    """The global normalisation (Kaldi) and `_utterance_norm` of each row over its valid frames."""
+    if cfg.kind != "whisper":
+        feats = (feats - cfg.norm_mean) / (2 * cfg.norm_std)
+    if not (cfg.utterance_level or cfg.utterance_cmvn):
+        return feats
+    count = keep.sum(1, keepdim=True)  # (B, 1, 1) frames
+    if cfg.utterance_level:
+        feats = feats - (feats * keep).sum((1, 2), keepdim=True) / (count * feats.shape[2])
+    if cfg.utterance_cmvn:
+        mean = (feats * keep).sum(1, keepdim=True) / count
+        std = (((feats - mean) * keep).square().sum(1, keepdim=True) / count).sqrt()
+        feats = (feats - mean) / std.clamp(min=0.01)
+    return feats
 
 
 def _utterance_norm(feats: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
