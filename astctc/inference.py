@@ -19,6 +19,10 @@ Each window is featurised as an utterance of its own: `fbank` removes the wavefo
 samples it is given (and `utterance_cmvn` / `utterance_level` normalise over them), so these
 statistics are per window, as they were per utterance in training. A file no longer than one
 window is featurised and decoded exactly as a whole file is.
+
+On a GPU (`features_on` auto) a window carries its samples instead, and `run` featurises a
+batch of windows at once on the device (`fbank_batch`, equal to `fbank` within 1e-4): per-window
+fbank on the CPU is what held decoding back there.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .audio import SAMPLE_RATE, AudioError, Source, iter_audio, source_name
-from .features import fbank
+from .features import FeatureConfig, fbank, fbank_batch
 from .models.model import load_model
 
 Audio = Union[Source, Tensor]
@@ -60,11 +64,25 @@ def item_label(a: Audio, n: int) -> str:
 
 @dataclass
 class Window:
-    feats: Tensor  # (frames, mel bins)
+    feats: Tensor | None  # (frames, mel bins); None: features on the device, from `wav`
     source: int  # index of the audio it was cut from
     start: int  # its first fbank frame in that audio
     keep: tuple[int, int | None] = (0, None)  # CTC columns of this window that are kept (end None: to its end)
     last: bool = True  # the item's last window
+    wav: Tensor | None = None  # its samples, where `run` computes its features on the device
+    frames: int = 0  # fbank frames (set from feats when they are given)
+
+    def __post_init__(self):
+        if self.feats is not None:
+            self.frames = self.feats.shape[0]
+
+
+def window_of(samples: Tensor, cfg: FeatureConfig, on_device: bool, **where) -> Window:
+    """A window of `samples`: featurised here, or (on_device) carrying them for `run` to featurise
+    with its batch on the device (a copy, so that the file's block it was cut from is let go)."""
+    if on_device:
+        return Window(None, wav=samples.clone(), frames=cfg.frames(samples.numel()), **where)
+    return Window(fbank(samples, cfg), **where)
 
 
 @dataclass
@@ -83,7 +101,9 @@ class WindowedModel:
     seconds of left/right context per window (None: DEFAULT_CONTEXT_SECONDS for a CTC model,
     0 for a classifier, whose window probabilities are averaged; at most a quarter of a window);
     window is seconds per window (None: the position table's length; shorter suits a model
-    trained on short utterances, whose later positions were never trained).
+    trained on short utterances, whose later positions were never trained). features_on: where
+    fbank runs, auto (on the device when it is a GPU and the runtime torch) | device | cpu;
+    attention_backend: packed attention's kernel in this process (models/attention.py).
     """
 
     def __init__(
@@ -95,10 +115,13 @@ class WindowedModel:
         batch_size: int | None = None,
         context: float | None = None,
         window: float | None = None,
+        features_on: str = "auto",
+        attention_backend: str = "auto",
     ):
         loaded = load_model(model_dir, device)
         self.model, self.features, self.tokenizer = loaded.model, loaded.features, loaded.tokenizer
         self.device = loaded.device
+        self.model.cfg.encoder.attention_backend = attention_backend  # how this process runs it
         self.frame_seconds = loaded.frame_seconds  # seconds per CTC output frame
         enc = self.model.cfg.encoder
         self.window = enc.max_frames  # fbank frames per window
@@ -116,6 +139,12 @@ class WindowedModel:
 
             ctc = self.model.cfg.ctc
             self.onnx = OnnxModel(model_dir, vocab_size=ctc.vocab_size if ctc is not None else None)
+        if features_on not in ("auto", "device", "cpu"):
+            raise ValueError(f"features_on must be auto, device or cpu, not {features_on!r}")
+        if features_on == "device" and runtime == "onnx":
+            raise ValueError("features_on device needs runtime torch (onnxruntime takes features from the CPU)")
+        gpu = self.device.type == "cuda" and runtime == "torch"
+        self.features_on_device = features_on == "device" or (features_on == "auto" and gpu)
         if window is not None:
             frames = int(round(window * 1000 / self.features.frame_shift_ms))
             if not enc.patch_time <= frames <= enc.max_frames:
@@ -182,7 +211,8 @@ class WindowedModel:
             # a window is not the last while a frame exists past it (span + hop samples)
             while have - off >= span + hop:
                 lo = 0 if start == 0 else c
-                yield Window(fbank(buf[off : off + span], cfg), n, start, (lo, c + centre), False)
+                where = dict(source=n, start=start, keep=(lo, c + centre), last=False)
+                yield window_of(buf[off : off + span], cfg, self.features_on_device, **where)
                 start += self.step
                 off += step
             pending, have = [buf[off:].clone()], have - off  # clone: let the rest of buf go
@@ -193,7 +223,8 @@ class WindowedModel:
                 f" is shorter than one {cfg.frame_length_ms:g} ms analysis window"
             )
         if cfg.frames(have) >= 1:  # the last window (at most a full one), kept to its end
-            yield Window(fbank(torch.cat(pending), cfg), n, start, (0 if start == 0 else c, None), True)
+            where = dict(source=n, start=start, keep=(0 if start == 0 else c, None), last=True)
+            yield window_of(torch.cat(pending), cfg, self.features_on_device, **where)
 
     def _safe_windows(self, audio: Sequence[Audio], dropped: set[int] | None = None) -> Iterator[Window | Failed]:
         """iter_windows, with an item that fails reported as `Failed` and the others read on; an
@@ -217,7 +248,7 @@ class WindowedModel:
         frames = 0
         for w in windows:
             chunk.append(w)
-            frames += w.feats.shape[0] if isinstance(w, Window) else 0
+            frames += w.frames if isinstance(w, Window) else 0
             if frames >= self.chunk_frames:
                 yield chunk
                 chunk, frames = [], 0
@@ -228,7 +259,7 @@ class WindowedModel:
     def run(self, windows: Sequence[Window]) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
         """(indices into `windows`, model outputs) per batch: shortest windows first, as many
         as fit in `batch_seconds` of padded audio (and at most `batch_size`)."""
-        order = sorted(range(len(windows)), key=lambda i: windows[i].feats.shape[0])
+        order = sorted(range(len(windows)), key=lambda i: windows[i].frames)
         cap = self.batch_size or len(order)
         i = 0
         while i < len(order):
@@ -236,19 +267,33 @@ class WindowedModel:
             while (
                 j < len(order)
                 and j - i < cap
-                and self.seconds((j + 1 - i) * windows[order[j]].feats.shape[0]) <= self.batch_seconds
+                and self.seconds((j + 1 - i) * windows[order[j]].frames) <= self.batch_seconds
             ):
                 j += 1
             idx = order[i:j]
-            x = torch.zeros(len(idx), windows[idx[-1]].feats.shape[0], windows[idx[0]].feats.shape[1])
-            for b, k in enumerate(idx):
-                x[b, : windows[k].feats.shape[0]] = windows[k].feats
-            lengths = torch.tensor([windows[k].feats.shape[0] for k in idx])
+            lengths = torch.tensor([windows[k].frames for k in idx])  # on the CPU: no device sync
+            x = self._batch_features([windows[k] for k in idx])
             if self.onnx is not None:
                 yield idx, self.onnx(x, lengths)
             else:
-                yield idx, self.model(x.to(self.device), lengths)  # lengths on the CPU: no device sync
+                yield idx, self.model(x, lengths)
             i = j
+
+    def _batch_features(self, windows: Sequence[Window]) -> Tensor:
+        """(B, T, bins) features of windows sorted by length, zero-padded, on the model's device
+        (the CPU for onnxruntime): stacked from their own, or computed there from their samples."""
+        if windows[0].feats is None:
+            samples = torch.tensor([w.wav.numel() for w in windows])
+            wavs = torch.zeros(len(windows), int(samples.max()))
+            for b, w in enumerate(windows):
+                wavs[b, : w.wav.numel()] = w.wav
+            if self.device.type == "cuda":
+                wavs = wavs.pin_memory()
+            return fbank_batch(wavs.to(self.device, non_blocking=True), samples, self.features)
+        x = torch.zeros(len(windows), windows[-1].frames, windows[0].feats.shape[1])
+        for b, w in enumerate(windows):
+            x[b, : w.frames] = w.feats
+        return x if self.onnx is not None else x.to(self.device)
 
     # ---- stitched CTC log-probabilities -------------------------------------------------------
 

@@ -98,3 +98,79 @@ def test_fbank_batch_on_cuda_equals_the_cpu_and_does_not_sync(clips, kind):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     _check(feats.cpu(), wavs, cfg)
+
+
+# ------------------------------------------------------------------ decoding with features on the device
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from tests.conftest import tiny_ctc_model
+
+    model, tok = tiny_ctc_model(depth=2, max_frames=300, attention="packed")
+    return model.save(tmp_path_factory.mktemp("devfeat") / "model", FeatureConfig(), tok)
+
+
+def test_featurizer_on_the_device_gives_waveform_batches(tiny_corpus):
+    """Workers that only decode audio: batches of waveforms and frame counts, whose features
+    (batch_features) equal the per-utterance loader's within 1e-4; a SpecAugment is refused."""
+    from astctc.data.pipeline import DataConfig, Featurizer, batch_features, make_loader
+    from astctc.features import SpecAugmentConfig
+
+    cfg = FeatureConfig()
+    batches = {}
+    for on_device in (False, True):
+        f = Featurizer(cfg, None, device_features=on_device)
+        loader = make_loader(str(tiny_corpus["shards"]), f, DataConfig(max_batch_seconds=8, num_workers=0), False)
+        batches[on_device] = [b for b in loader if "lengths" in b]
+    for a, b in zip(batches[False], batches[True]):
+        assert a["ids"] == b["ids"] and torch.equal(a["lengths"], b["lengths"]) and "feats" not in b
+        assert b["wavs"].shape == (len(b["ids"]), int(b["samples"].max()))
+        assert (batch_features(b, cfg, torch.device("cpu")) - a["feats"]).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="no feature-level augmentation"):
+        Featurizer(cfg, None, SpecAugmentConfig(), device_features=True)
+
+
+def test_decode_set_with_features_on_the_device(model_dir, tiny_corpus, tmp_path):
+    """decode_set's GPU path (fbank on the device), here on the CPU: the loader's transcripts."""
+    from astctc.decode import DecodeOptions, decode_set
+
+    out = {}
+    for where in ("loader", "device"):
+        decode_set(
+            str(model_dir),
+            str(tiny_corpus["shards"]),
+            str(tmp_path / where),
+            DecodeOptions(device="cpu", plots=1, features_on=where),
+        )
+        out[where] = (tmp_path / where / "hyp.trn").read_text()
+        speed = __import__("json").loads((tmp_path / where / "speed.json").read_text())
+        assert speed["features_on"] == where
+    assert out["loader"] == out["device"] and out["device"].strip()
+
+
+def test_windowed_model_with_features_on_the_device(model_dir, shared_data):
+    """transcribe's windows featurised a batch at a time (fbank_batch) give the log-probabilities
+    of windows featurised one by one, over a file of several windows and a short one."""
+    from astctc.audio import load_audio
+    from astctc.inference import WindowedModel
+
+    speech = load_audio(shared_data / "ljspeech_lj001" / "wavs" / "LJ001-0001.flac")
+    items = [speech, speech[:7001]]
+    got = {}
+    for where in ("cpu", "device"):
+        asr = WindowedModel(model_dir, device="cpu", batch_seconds=4.0, features_on=where)
+        assert asr.features_on_device == (where == "device")
+        got[where] = [lp for _, lp in asr.item_log_probs(items)]
+    assert len(got["cpu"]) == 2
+    for a, b in zip(got["cpu"], got["device"]):
+        assert a.shape == b.shape and (a - b).abs().max() < 1e-3
+
+
+def test_decode_loader_workers_one_per_shard_at_most(tiny_corpus):
+    from astctc.decode.evaluate import loader_workers
+
+    assert loader_workers(None, torch.device("cpu"), str(tiny_corpus["shards"])) == 0
+    assert loader_workers(3, torch.device("cuda"), str(tiny_corpus["shards"])) == 3  # as asked
+    # 12 clips in shards of 5: 3 shards, so at most 3 workers however many cores
+    assert loader_workers(None, torch.device("cuda"), str(tiny_corpus["shards"])) <= 3

@@ -24,6 +24,7 @@ from ..features import (
     FeatureConfig,
     SpecAugmentConfig,
     fbank,
+    fbank_batch,
     freq_warp,
     spec_augment,
     speed_perturb,
@@ -96,7 +97,12 @@ class Featurizer:
     counts and logs them: "too_long" (longer than `max_duration` seconds after speed
     perturbation, or more than `max_frames` fbank frames, the encoder's position table),
     "no_target" (no transcript and no label) and "infeasible" (CTC needs more output frames
-    than the utterance has: `output_frames(fbank frames)` < tokens + repeated neighbours)."""
+    than the utterance has: `output_frames(fbank frames)` < tokens + repeated neighbours).
+
+    `device_features`: the item carries its waveform ("wav", after speed perturbation) and its
+    frame count instead of features, which `batch_features` computes later for a whole batch on
+    the model's device (fbank_batch): the worker only reads and decodes audio. No feature-level
+    augmentation then (SpecAugment, tempo, mel warp): those draw per utterance on its features."""
 
     def __init__(
         self,
@@ -109,7 +115,16 @@ class Featurizer:
         heads: dict[str, LabelSpec] | None = None,
         max_frames: int | None = None,
         output_frames: Callable[[int], int] | None = None,
+        device_features: bool = False,
     ):
+        if device_features and (
+            (augment is not None and augment.enabled)
+            or (perturb is not None and (perturb.tempo > 0 or perturb.freq_warp > 0))
+        ):
+            raise ValueError(
+                "features on the device take no feature-level augmentation (SpecAugment, tempo, freq_warp)"
+            )
+        self.device_features = device_features
         self.features = features
         self.tokenizer = tokenizer
         self.augment = augment
@@ -181,17 +196,25 @@ class Featurizer:
         if self.max_duration and seconds > self.max_duration:
             self._drop(utt, "too_long", f"{seconds:.2f} s > max_duration {self.max_duration:g} s")
             return None
-        feats = self.features_of(wav, g)
-        if self.max_frames is not None and feats.shape[0] > self.max_frames:
-            self._drop(utt, "too_long", f"{feats.shape[0]} frames > encoder.max_frames {self.max_frames}")
+        if self.device_features:  # features later, a batch at a time on the device
+            frames = self.features.frames(wav.numel())
+            if frames < 1:
+                self._drop(utt, "unusable", f"{wav.numel()} samples: shorter than one analysis window")
+                return None
+            item = {"id": utt, "wav": wav.float(), "frames": frames, "text": text, "duration": seconds}
+        else:
+            feats = self.features_of(wav, g)
+            frames = feats.shape[0]
+            item = {"id": utt, "feats": feats, "text": text, "duration": seconds}
+        if self.max_frames is not None and frames > self.max_frames:
+            self._drop(utt, "too_long", f"{frames} frames > encoder.max_frames {self.max_frames}")
             return None
-        item = {"id": utt, "feats": feats, "text": text, "duration": seconds}
         if self.tokenizer is not None:
             ids = self.tokenizer.encode(normalize(text)) if has_text else []
             item["targets"] = torch.tensor(ids, dtype=torch.long)
             if ids and self.output_frames is not None:
                 need = len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))  # a blank between repeats
-                have = self.output_frames(feats.shape[0])
+                have = self.output_frames(frames)
                 if have < need:
                     self._drop(utt, "infeasible", f"{len(ids)} tokens need {need} CTC frames, {have} available")
                     return None
@@ -222,22 +245,30 @@ def collate(items: list[dict]) -> dict:
 
     CTC: an item without a transcript has target length 0 (the loss skips it). Classifiers:
     batch["labels"][head] is (B, C) float, batch["label_mask"][head] (B,) says which items
-    have a target for the head (the others' rows are zeros and take no part in its loss)."""
+    have a target for the head (the others' rows are zeros and take no part in its loss).
+
+    Items of a Featurizer with `device_features` carry waveforms: the batch then has "wavs"
+    (B, N) zero-padded and "samples" (B,) instead of "feats"; "lengths" are frames either way."""
     items = [it for it in items if it is not None]
     B = len(items)
-    T = max(it["feats"].shape[0] for it in items)
-    F = items[0]["feats"].shape[1]
-    feats = torch.zeros(B, T, F)
-    for i, it in enumerate(items):
-        feats[i, : it["feats"].shape[0]] = it["feats"]
     batch = {
         "ids": [it["id"] for it in items],
         "shards": [it.get("shard") for it in items],
         "texts": [it["text"] for it in items],
-        "feats": feats,
-        "lengths": torch.tensor([it["feats"].shape[0] for it in items]),
         "seconds": sum(it["duration"] for it in items),
     }
+    if "feats" not in items[0]:
+        samples = torch.tensor([it["wav"].numel() for it in items])
+        wavs = torch.zeros(B, int(samples.max()))
+        for i, it in enumerate(items):
+            wavs[i, : it["wav"].numel()] = it["wav"]
+        batch.update(wavs=wavs, samples=samples, lengths=torch.tensor([it["frames"] for it in items]))
+    else:
+        T = max(it["feats"].shape[0] for it in items)
+        feats = torch.zeros(B, T, items[0]["feats"].shape[1])
+        for i, it in enumerate(items):
+            feats[i, : it["feats"].shape[0]] = it["feats"]
+        batch.update(feats=feats, lengths=torch.tensor([it["feats"].shape[0] for it in items]))
     if "targets" in items[0]:
         batch["targets"] = torch.cat([it["targets"] for it in items])
         batch["target_lengths"] = torch.tensor([len(it["targets"]) for it in items])
@@ -251,6 +282,22 @@ def collate(items: list[dict]) -> dict:
             )
             batch["label_mask"][h] = torch.tensor(have)
     return batch
+
+
+def has_audio(batch: dict) -> bool:
+    """Whether a loader item is a batch (features or waveforms), not only the drops it reports."""
+    return "feats" in batch or "wavs" in batch
+
+
+def batch_features(batch: dict, features: FeatureConfig, device: torch.device) -> torch.Tensor:
+    """The batch's (B, T, bins) features on `device`: its "feats" moved there, or, where the
+    loader's workers only decoded audio (Featurizer `device_features`), `fbank_batch` of its
+    waveforms computed there (equal to the workers' fbank within 1e-4; the lengths are the
+    frame counts the batch already carries, so nothing is read back from the device)."""
+    if "feats" in batch:
+        return batch["feats"].to(device, non_blocking=True)
+    wavs = batch["wavs"].to(device, non_blocking=True)
+    return fbank_batch(wavs, batch["samples"], features)
 
 
 def _drop_none(collate_fn, transform=None):

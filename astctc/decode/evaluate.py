@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.pipeline import DataConfig, Featurizer, make_loader
+from ..data.pipeline import DataConfig, Featurizer, batch_features, has_audio, make_loader
 from ..data.shards import IncompleteSetError, loss_report
-from ..data.sources import is_url
+from ..data.sources import is_url, resolve_shard_counts
 from ..device import autocast, precision_line
+from ..features import FeatureConfig
 from ..metrics import Report, score, write_report
 from ..models.model import ASTModel, load_model
 from ..tokenizer import Tokenizer
@@ -42,7 +43,14 @@ class DecodeOptions:
     alpha_grid: Sequence[float] = ALPHA_GRID
     beta_grid: Sequence[float] = BETA_GRID
     num_workers: int | None = None  # beam search processes; None: one per core
-    loader_workers: int | None = None  # processes reading and featurising; None: 0 on CPU, cores - 1 on CUDA
+    # processes reading (and featurising) the shards; None: 0 on a CPU, on CUDA cores - 1 (at most
+    # 16) and at most one per shard, so that each reads whole shards (with fewer shards than
+    # workers every worker reads every shard and keeps its share)
+    loader_workers: int | None = None
+    # where fbank runs: auto (on the device when it is a GPU, else in the loader) | device (a batch
+    # at a time in this process: the workers only read and decode audio) | loader (per utterance)
+    features_on: str = "auto"
+    attention_backend: str = "auto"  # packed attention's kernel here (models/attention.py), not the model's
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on any CPU | bf16 | fp32
     # a set not decoded whole (unreadable, too long, missing from its shards) is an error after
     # everything is written, unless allowed: scores over a silent subset are not the set's
@@ -87,23 +95,36 @@ def decode_set(model_dir: str, shards: str, out_dir: str, opts: DecodeOptions | 
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    workers = opts.loader_workers
-    if workers is None:  # fbank runs ~800x real time per core: a GPU decoding at 5000x needs many
-        workers = 0 if loaded.device.type == "cpu" else min(16, max(1, (os.cpu_count() or 1) - 1))
+    on_device = features_on_device(opts.features_on, loaded.device)
+    workers = loader_workers(opts.loader_workers, loaded.device, shards)
+    loaded.model.cfg.encoder.attention_backend = opts.attention_backend  # how this process runs it
     # utterances longer than the position table are left out, listed and counted, not fatal
     max_frames = loaded.model.cfg.encoder.max_frames
     loader = make_loader(
         shards,
-        Featurizer(loaded.features, None, max_frames=max_frames),
+        Featurizer(loaded.features, None, max_frames=max_frames, device_features=on_device),
         DataConfig(max_batch_seconds=opts.batch_seconds, num_workers=workers),
         train=False,
         pin_memory=loaded.device.type == "cuda",
     )
     log.info(precision_line(loaded.device, opts.precision))
+    log.info(
+        "features: %s; %d loader worker(s)",
+        f"fbank_batch on {loaded.device} in this process, the loader only decodes audio"
+        if on_device
+        else "fbank per utterance in the loader",
+        workers,
+    )
     t0 = time.time()
     with autocast(loaded.device, opts.precision):
         fwd = forward(
-            loaded.model, loaded.tokenizer, loader, loaded.device, keep_log_probs=search is not None, plots=opts.plots
+            loaded.model,
+            loaded.tokenizer,
+            loader,
+            loaded.device,
+            keep_log_probs=search is not None,
+            plots=opts.plots,
+            features=loaded.features,
         )
     if fwd.dropped:
         with open(out / "dropped.tsv", "w", encoding="utf-8") as f:
@@ -125,6 +146,7 @@ def decode_set(model_dir: str, shards: str, out_dir: str, opts: DecodeOptions | 
         "first_batch_seconds": fwd.first_batch,
         "loader_wait_seconds": fwd.loader_wait,
         "loader_workers": workers,
+        "features_on": "device" if on_device else "loader",
     }
     hyps = fwd.greedy
     if search is not None:
@@ -152,12 +174,41 @@ def decode_set(model_dir: str, shards: str, out_dir: str, opts: DecodeOptions | 
     return result
 
 
+def features_on_device(where: str, device: torch.device) -> bool:
+    """Whether fbank runs on the device (a batch at a time) rather than in the loader: `where` is
+    auto (on a GPU: there, fbank is ~2/3 of a loader worker's time), device or loader."""
+    if where not in ("auto", "device", "loader"):
+        raise ValueError(f"features_on must be auto, device or loader, not {where!r}")
+    return where == "device" or (where == "auto" and device.type == "cuda")
+
+
+def loader_workers(asked: int | None, device: torch.device, shards: str) -> int:
+    """Loader processes: as asked, else none on a CPU, and on CUDA one per core but one (at most
+    16; a GPU decodes thousands of times real time) and at most one per shard (said in the log)."""
+    if asked is not None:
+        return asked
+    if device.type == "cpu":
+        return 0
+    workers = min(16, max(1, (os.cpu_count() or 1) - 1))
+    count = len(resolve_shard_counts(shards)[0])
+    if count < workers:
+        log.info("%d loader workers for %d shards (one per shard: each reads whole shards)", count, count)
+    return max(1, min(workers, count))
+
+
 @torch.no_grad()
 def forward(
-    model: ASTModel, tokenizer: Tokenizer, loader, device: torch.device, keep_log_probs: bool, plots: int
+    model: ASTModel,
+    tokenizer: Tokenizer,
+    loader,
+    device: torch.device,
+    keep_log_probs: bool,
+    plots: int,
+    features: FeatureConfig | None = None,
 ) -> Forward:
     """Run the model over every batch: greedy paths on the device, or the log-probabilities
-    kept on the CPU for a beam search; and the first `plots` utterances for drawing."""
+    kept on the CPU for a beam search; and the first `plots` utterances for drawing. Batches of
+    waveforms (a loader that only decodes audio) are featurised on the device (`features`)."""
     fwd = Forward()
     t0 = time.perf_counter()
     batches = iter(loader)  # the loader's workers start reading now
@@ -171,9 +222,10 @@ def forward(
             break
         fwd.first_batch = fwd.first_batch or time.perf_counter() - t0
         fwd.dropped += batch.get("dropped", [])
-        if "feats" not in batch:
+        if not has_audio(batch):
             continue
-        r = model(batch["feats"].to(device, non_blocking=True), batch["lengths"])
+        feats = batch_features(batch, features or FeatureConfig(), device)
+        r = model(feats, batch["lengths"])
         if keep_log_probs:
             fwd.log_probs += [r["log_probs"][b, : int(n)].float().cpu().numpy() for b, n in enumerate(r["lengths"])]
         else:
@@ -184,7 +236,7 @@ def forward(
             if len(fwd.drawn) >= plots:
                 break
             n, T = int(r["lengths"][b]), int(batch["lengths"][b])
-            fwd.drawn.append((batch["ids"][b], batch["feats"][b, :T], r["log_probs"][b, :n].cpu()))
+            fwd.drawn.append((batch["ids"][b], feats[b, :T].float().cpu(), r["log_probs"][b, :n].cpu()))
     return fwd
 
 
