@@ -1,21 +1,26 @@
 """The GPU checks and figures of one short session, in one run; bench/gpu_check.sh calls this.
 
 Sections, in order of importance (a run that hits --budget skips what is left, says so):
-  varlen      packed attention (flash-attention varlen on CUDA bf16) == padded attention
-  throughput  AST-Base training at the LibriSpeech recipe's duration mix and batch budget:
-              stride 5 (the recipe) and stride 10 (AST's), eager; later also torch.compile'd
-  attention   attention alone, fwd + bwd, at the recipe's lengths: each kernel's TFLOP/s
-  decode      greedy decoding of a synthetic hour: `decode_set` end to end (loader workers,
-              bf16 forward, best path, scoring) and the model alone
+  varlen      packed attention by each backend that runs here (fa4, fa2, sdpa) == padded attention
+  features    fbank_batch (log-mel on the device) == fbank on the CPU, Kaldi's and Whisper's
+  backends    training rows, FA2 against FA4, eager against compiled (the block stack as one
+              graph), for AST-Base at stride 5 (the LibriSpeech recipe) and 10 (AST's) and for
+              encoders with Whisper's stem at base and small width; a bf16-residual row. Each row
+              leaves --reserve seconds to the later sections, else it is skipped (said in its row)
+  decode      greedy decoding of five synthetic hours in 75 shards: `decode_set` end to end with
+              log-mel on the device (the loader only decodes audio), then with fbank in the
+              loader, and the model alone
+  attention   attention alone, fwd + bwd, at the recipe's lengths: each kernel's TFLOP/s and error
+  trainer     the recipe's Trainer (compiled, its loader's 12 workers): logged MFU and data wait
+  loader      the recipe's training loader alone
   smoke       300 training steps of a small model on synthetic speech: the loss must fall
   ddp         `torchrun --nproc_per_node 1` (DDP, NCCL, encoder frozen then unfrozen) against
               one process: the same parameters (within float tolerance on CUDA)
   resume      a run stopped and resumed equals a straight one; a checkpoint carrying 8 GPUs'
               RNG states resumes here
   syncs       host-device synchronisations per steady training step (CUDA sync debug mode)
-  profile     one step's device time by kernel kind (matrix products, attention, the rest)
-  compiled    the throughput rows with torch.compile (compilation takes a while: last)
-`--toy` runs every section at CPU size, so the script is exercised by the test suite.
+`--toy` runs every section at CPU size, so the script is exercised by the test suite (the
+fa4/fa2 rows then say why they cannot run; compiled rows use dynamo with the aot_eager backend).
 Writes gpu_check.json (every figure) and the profile tables to --out; prints one table.
 """
 
@@ -32,6 +37,7 @@ import sys
 import time
 import traceback
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -99,22 +105,40 @@ class Run:
 
 def env(run: Run, a) -> None:
     from astctc.device import peak_tflops
+    from astctc.models.attention import FA4_VERSION, unavailable
 
     dev = a.device
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+    t = time.time()
+    kernels = {b: unavailable(b, dev, a.dtype, 64, 0.0) or "runs" for b in ("fa4", "fa2")}
     run.figures["env"] = {
         "device": name,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
+        "capability": torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None,
         "peak_bf16_tflops": peak_tflops(dev),
         "cpus": os.cpu_count(),
+        "attention_kernels": kernels,
+        "fa4_import_seconds": round(time.time() - t, 1),
     }
     run.row("device", f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}, {os.cpu_count()} CPUs")
+    run.row(
+        "attention kernels (head size 64)",
+        f"fa4 (flash-attn-4 {FA4_VERSION}): {kernels['fa4']}; fa2 (torch varlen_attn): {kernels['fa2']}",
+    )
+
+
+def runnable(a, head_dim: int = 64) -> list[str]:
+    """The packed backends that can run here at this head size: what the rows compare."""
+    from astctc.models.attention import unavailable
+
+    return [b for b in ("fa4", "fa2", "sdpa") if unavailable(b, a.device, a.dtype, head_dim, 0.0) is None]
 
 
 def varlen(run: Run, a) -> None:
-    """The same weights, padded vs packed attention, on a batch of unequal lengths."""
-    from astctc.models.encoder import ASTEncoder, EncoderConfig, _varlen_attn
+    """The same weights, padded attention vs packed attention by each backend that runs here,
+    on a batch of unequal lengths: outputs and gradients."""
+    from astctc.models.encoder import ASTEncoder, EncoderConfig
 
     torch.manual_seed(0)
     if a.toy:
@@ -128,23 +152,27 @@ def varlen(run: Run, a) -> None:
     lengths = torch.tensor(frames)
     feats = torch.randn(len(frames), max(frames), 128, device=a.device)
     outs, grads = {}, {}
-    for mode in ("padded", "packed"):
-        cfg.attention = mode
+    modes = [("padded", "auto")] + [("packed", b) for b in runnable(a, cfg.embed_dim // cfg.num_heads)]
+    for mode, backend in modes:
+        cfg.attention, cfg.attention_backend = mode, backend
         enc.zero_grad(set_to_none=True)
         with torch.autocast(a.device.type, dtype=torch.bfloat16, enabled=a.bf16):
             out = enc(feats, lengths)
         h = out.hidden.float() * valid_tokens(out)[..., None]  # padding: zeros (packed) vs anything (padded)
         h.square().mean().backward()
-        outs[mode] = h.detach()
-        grads[mode] = torch.cat([p.grad.flatten().float() for p in enc.parameters() if p.grad is not None])
-    rel_out = ((outs["packed"] - outs["padded"]).norm() / outs["padded"].norm()).item()
-    rel_grad = ((grads["packed"] - grads["padded"]).norm() / grads["padded"].norm()).item()
+        outs[backend if mode == "packed" else mode] = h.detach()
+        grads[backend if mode == "packed" else mode] = torch.cat(
+            [p.grad.flatten().float() for p in enc.parameters() if p.grad is not None]
+        )
     tol = 2e-2 if a.bf16 else 1e-4
-    kernel = "flash varlen" if a.device.type == "cuda" and _varlen_attn() is not None else "SDPA per utterance"
-    run.figures["varlen"] = {"rel_out": rel_out, "rel_grad": rel_grad, "tolerance": tol, "kernel": kernel}
-    ok = rel_out < tol and rel_grad < tol
     precision = "bf16" if a.bf16 else "fp32"
-    run.row("packed == padded", f"{kernel}, {precision}: outputs {rel_out:.1e}, gradients {rel_grad:.1e}", ok)
+    run.figures["varlen"] = {}
+    for backend in [b for _, b in modes[1:]]:
+        rel_out = ((outs[backend] - outs["padded"]).norm() / outs["padded"].norm()).item()
+        rel_grad = ((grads[backend] - grads["padded"]).norm() / grads["padded"].norm()).item()
+        run.figures["varlen"][backend] = {"rel_out": rel_out, "rel_grad": rel_grad, "tolerance": tol}
+        ok = rel_out < tol and rel_grad < tol
+        run.row(f"packed ({backend}) == padded", f"{precision}: outputs {rel_out:.1e}, gradients {rel_grad:.1e}", ok)
 
 
 def valid_tokens(out) -> torch.Tensor:
@@ -156,77 +184,202 @@ def valid_tokens(out) -> torch.Tensor:
     return torch.cat([torch.ones(B, out.num_cls_tokens, dtype=torch.bool, device=grid.device), grid], dim=1)
 
 
-def throughput_row(run: Run, a, label: str, extra: list[str], key: str) -> dict:
-    import train_throughput
+# ------------------------------------------------------------------- training rows by backend
 
+
+def shapes(a) -> dict:
+    """Encoders of the rows: AST-Base as the LibriSpeech recipe trains it (stride 5) and at AST's
+    stride 10, and encoders with Whisper's stem at base and small width (80 mel bins, no class
+    token, two frames a token); --toy: the same kinds, tiny."""
+    from astctc.config import load_config
+    from astctc.models.encoder import EncoderConfig
+    from astctc.train import TrainConfig
+
+    ast = load_config(TrainConfig, RECIPE).model.encoder
+    whisper = dict(stem="whisper", num_mel_bins=80, patch_freq=80, stride_freq=80, patch_time=1, stride_time=2)
+    whisper.update(num_cls_tokens=0, layer_norm_eps=1e-5, mlp_ratio=4.0, dropout=ast.dropout)
     if a.toy:
-        argv = ["--tiny", "--steps", "3", "--warmup", "1"] + [x for x in extra if x == "--compile"]
-    else:
-        argv = ["--config", str(RECIPE), "--steps", str(a.steps), "--warmup", "3"] + extra
-    if key == "s5_eager" and not a.toy:
-        argv += ["--profile", str(run.out / "profile_eager.txt")]
-    if key == "s5_compiled" and not a.toy:
-        argv += ["--profile", str(run.out / f"profile_{key}.txt")]
-    res = train_throughput.main(argv + ["--device", str(a.device)])
-    run.figures.setdefault("throughput", {})[key] = res
-    mfu = "n/a" if res["mfu"] is None else f"{100 * res['mfu']:.1f}%"
-    run.row(
-        f"train {label}",
-        f"{res['audio_s_per_s']:.0f}x real time, {res['tokens_per_s'] / 1e3:.0f}k tokens/s, "
-        f"MFU {mfu}, step {res['step_ms_median']:.0f} ms, {res['peak_mem_GiB']} GiB, padding "
-        f"{100 * res['padding_fraction']:.1f}%",
-        None,
-    )
-    return res
+        tiny = dict(embed_dim=64, depth=2, num_heads=2)
+        return {
+            "ast_s5": ("tiny AST stride 5", replace(ast, **tiny)),
+            "whisper_base": ("tiny Whisper-stem", EncoderConfig(**whisper, **tiny)),
+        }
+    return {
+        "ast_s5": ("AST-Base stride 5", ast),
+        "ast_s10": ("AST-Base stride 10", replace(ast, stride_time=10)),
+        "whisper_small": (
+            "Whisper-small-stem encoder",
+            EncoderConfig(**whisper, embed_dim=768, depth=12, num_heads=12),
+        ),
+        "whisper_base": ("Whisper-base-stem encoder", EncoderConfig(**whisper, embed_dim=512, depth=6, num_heads=8)),
+    }
 
 
-STRIDE10 = ["--set", "model.encoder.stride_time=10"]
+def row_keys(a) -> list[str]:
+    """shape/backend/mode, most wanted first: the recipe's model FA2 (today) against FA4, eager and
+    compiled, then a bf16 residual stream, then AST's stride, then the Whisper stems."""
+    keys = ["ast_s5/fa2/eager", "ast_s5/fa4/eager", "ast_s5/fa4/compiled", "ast_s5/fa2/compiled"]
+    keys += ["ast_s5/fa4/compiled+bf16res", "ast_s10/fa4/compiled", "ast_s10/fa2/compiled"]
+    keys += ["ast_s10/fa4/eager", "ast_s10/fa2/eager"]
+    for w in ("whisper_small", "whisper_base"):
+        keys += [f"{w}/fa4/compiled", f"{w}/fa2/compiled", f"{w}/fa4/eager", f"{w}/fa2/eager"]
+    if a.toy:  # the CPU runs the sdpa rows; the fa4/fa2 ones say why not
+        keys = ["ast_s5/fa4/eager", "ast_s5/sdpa/eager", "ast_s5/sdpa/compiled+bf16res", "whisper_base/sdpa/compiled"]
+    return keys
 
 
-def throughput(run: Run, a) -> None:
-    if a.rows:  # chosen rows only: label -> arguments (see ROWS)
-        for key in a.rows:
-            label, extra = ROWS[key]
-            throughput_row(run, a, f"{a.model} {label}", extra, key)
-        return
-    throughput_row(run, a, f"{a.model} stride 5, packed, eager", [], "s5_eager")
-    throughput_row(run, a, f"{a.model} stride 10, packed, eager", STRIDE10, "s10_eager")
-    if not a.toy:
-        pad = ["--set", "model.encoder.attention=padded"]
-        throughput_row(run, a, "AST-Base stride 5, padded, eager", pad, "s5_padded")
-        throughput_row(run, a, "AST-Base stride 5, padded, cuDNN attention", pad + ["--sdpa", "cudnn"], "s5_cudnn")
+def synth_batch(durs: list[float], bins: int, g: torch.Generator, tokens_per_s: float, vocab: int) -> dict:
+    """Random (B, T, bins) features and CTC targets for utterances of `durs` seconds."""
+    frames = [int(d * 100) for d in durs]
+    feats = torch.zeros(len(frames), max(frames), bins)
+    for i, n in enumerate(frames):
+        feats[i, :n] = torch.randn(n, bins, generator=g)
+    tl = torch.tensor([max(1, int(d * tokens_per_s)) for d in durs])
+    targets = torch.randint(1, vocab, (int(tl.sum()),), generator=g)
+    return {"feats": feats, "lengths": torch.tensor(frames), "targets": targets, "target_lengths": tl}
 
 
-ROWS = {
-    "s5_eager": ("stride 5, packed, eager", []),
-    "s10_eager": ("stride 10, packed, eager", STRIDE10),
-    "s5_compiled": ("stride 5, packed, compiled", ["--compile"]),
-    "s10_compiled": ("stride 10, packed, compiled", STRIDE10 + ["--compile"]),
-}
+def train_row(a, enc, backend: str, mode: str, profile: Path | None = None) -> dict:
+    """Forward + backward + AdamW (fused, as the Trainer builds it) of `enc` + a 512-piece CTC
+    head on LibriSpeech-like batches of 400 s (train_throughput's mix and batching), bf16
+    autocast, packed attention by `backend`; eager or compiled (the block stack as one graph).
+    The first step's time includes compilation and FA4's kernel compilation."""
+    import train_throughput as tt
+
+    from astctc.models.flops import encoder_tokens, train_flops
+    from astctc.models.heads import CTCHead, CTCHeadConfig
+    from astctc.models.model import ASTModel, ModelConfig
+    from astctc.train.config import OptimConfig
+    from astctc.train.optim import make_optimizer
+
+    enc = replace(enc, attention="packed", attention_backend=backend, max_frames=max(enc.max_frames, 3600))
+    enc.bf16_residual = mode.endswith("+bf16res")
+    vocab = 32 if a.toy else 512
+    cfg = ModelConfig(enc, CTCHeadConfig(vocab_size=vocab, combine="concat", dropout=0.1))
+    torch.manual_seed(0)
+    model = ASTModel(cfg).to(a.device).train()
+    if mode.startswith("compiled"):
+        model.encoder.compile_blocks(backend="aot_eager" if a.toy else "inductor")  # toy: dynamo's work only
+    opt, _ = make_optimizer(model, OptimConfig(lr=1e-4, warmup_steps=1), 1000)
+    warmup, steps = (1, 2) if a.toy else (3, a.steps)
+    batching = argparse.Namespace(budget=60.0 if a.toy else 400.0, num_buckets=0, buffer=2000, seed=0, budget2=None)
+    batches = tt.make_batches(batching, warmup + steps)
+    g = torch.Generator().manual_seed(0)
+    tokens_per_s = min(15.0, 0.6 * enc.frame_rate)
+    times, secs, tokens, flops, first = [], 0.0, 0, 0.0, 0.0
+    if a.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(a.device)
+    prof = None
+    for i, durs in enumerate(batches):
+        b = synth_batch(durs, enc.num_mel_bins, g, tokens_per_s, vocab)
+        feats, targets = b["feats"].to(a.device), b["targets"].to(a.device)
+        sync(a)
+        if profile is not None and i == warmup:
+            prof = torch.profiler.profile(record_shapes=False)
+            prof.__enter__()
+        t0 = time.perf_counter()
+        with torch.autocast(a.device.type, dtype=torch.bfloat16, enabled=a.bf16):
+            out = model(feats, b["lengths"])
+        loss = CTCHead.loss(out["log_probs"], enc.time_columns(b["lengths"]), targets, b["target_lengths"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync(a)
+        dt = time.perf_counter() - t0
+        if prof is not None:
+            prof.__exit__(None, None, None)
+            profile.write_text(tt.kernel_table(prof, dt))
+            prof = None
+        if i == 0:
+            first = dt
+        if i >= warmup:
+            frames = b["lengths"].tolist()
+            times.append(dt)
+            secs += sum(durs)
+            tokens += sum(encoder_tokens(enc, n) for n in frames)
+            flops += train_flops(cfg, frames)
+    total = sum(times)
+    peak = a.peak
+    mem = torch.cuda.max_memory_allocated(a.device) / 2**30 if a.device.type == "cuda" else None
+    return {
+        "audio_s_per_s": round(secs / total, 1),
+        "tokens_per_s": round(tokens / total),
+        "step_ms_median": round(1000 * sorted(times)[len(times) // 2], 1),
+        "first_step_s": round(first, 1),
+        "mfu": round(flops / total / (peak * 1e12), 4) if peak else None,
+        "peak_mem_GiB": None if mem is None else round(mem, 1),
+        "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+    }
 
 
-def compiled(run: Run, a) -> None:
-    throughput_row(run, a, f"{a.model} stride 5, packed, compiled", ["--compile"], "s5_compiled")
-    if not a.toy and run.left() > 250:
-        throughput_row(run, a, "AST-Base stride 10, packed, compiled", STRIDE10 + ["--compile"], "s10_compiled")
+def sync(a) -> None:
+    if a.device.type == "cuda":
+        torch.cuda.synchronize(a.device)
+
+
+def backends(run: Run, a) -> None:
+    """Training rows, FA2 against FA4, eager against compiled, for each encoder shape; each row
+    is skipped (said in its row) when it does not fit what the budget keeps for later sections."""
+    from astctc.models.attention import unavailable
+
+    shape_of = shapes(a)
+    keys = [k for k in (a.rows or row_keys(a)) if k.split("/")[0] in shape_of]
+    figures = run.figures.setdefault("backends", {})
+    for key in keys:
+        name, backend, mode = key.split("/")
+        label, enc = shape_of[name]
+        title = f"train {label}, {backend}, {mode.replace('+bf16res', ', bf16 residual')}"
+        why = unavailable(backend, a.device, a.dtype, enc.embed_dim // enc.num_heads, 0.0)
+        if why is not None:
+            figures[key] = {"not_run": why}
+            run.row(title, f"not run: {why}")
+            continue
+        need = 0 if a.toy else (75 if mode.startswith("compiled") else 20) + a.reserve
+        if run.left() < need:
+            figures[key] = {"skipped": f"{run.left():.0f} s of the budget left"}
+            run.row(
+                title, f"skipped: {run.left():.0f} s of the budget left, {need:.0f} s kept for it and later sections"
+            )
+            continue
+        profile = run.out / f"profile_{key.replace('/', '_')}.txt" if name == "ast_s5" and not a.toy else None
+        try:
+            res = train_row(a, enc, backend, mode, profile)
+        except Exception as e:  # one failing kernel must not hide the other rows
+            traceback.print_exc()
+            figures[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+            run.row(title, f"error: {figures[key]['error']}", False)
+            continue
+        figures[key] = res
+        mfu = "n/a" if res["mfu"] is None else f"{100 * res['mfu']:.1f}%"
+        run.row(
+            title,
+            f"{res['audio_s_per_s']:.0f}x real time, {res['tokens_per_s'] / 1e3:.0f}k tokens/s, MFU {mfu}, "
+            f"step {res['step_ms_median']:.0f} ms (first {res['first_step_s']:.0f} s), {res['peak_mem_GiB']} GiB",
+        )
+        torch._dynamo.reset()  # each row's compiled graph goes with its model
+        run.save()
+
+
+# ------------------------------------------------------------------- attention alone
 
 
 def attention(run: Run, a) -> None:
-    """Attention alone (fwd + bwd) on the recipe's lengths, by kernel: where attention's time goes."""
+    """Attention alone (fwd + bwd) on the recipe's lengths, by kernel: where attention's time goes;
+    and each packed backend against fp32 attention (bf16 errors)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from astctc.models.encoder import Packed, packed_attention
+    from astctc.models.attention import Packed, packed_attention
 
-    if a.device.type != "cuda":  # the kernels' timings are CUDA's; the bf16 error check runs anywhere
-        errors = attention_errors(packed_attention, a.device)
-        run.figures["attention_errors"] = errors
-        for kernel, (e_out, e_grad) in errors.items():
-            ok = max(e_out, e_grad) < 2e-2
-            run.row(f"attention {kernel} == fp32 reference", f"outputs {e_out:.1e}, gradients {e_grad:.1e}", ok)
+    errors = attention_errors(a)
+    run.figures["attention_errors"] = errors
+    for kernel, (e_out, e_grad) in errors.items():
+        ok = max(e_out, e_grad) < 2e-2
+        run.row(f"attention {kernel} == fp32 reference", f"outputs {e_out:.1e}, gradients {e_grad:.1e}", ok)
+    if a.device.type != "cuda":  # the kernels' timings are CUDA's
         return
     H, Dh = 12, 64
-    lens = [2950] * 30 + [2900] * 2  # ~400 s of 12.3 s utterances at stride 5: 12 rows x 20 columns/s
-    lens = lens[:30]
+    lens = [2950] * 30  # ~400 s of 12.3 s utterances at stride 5: 12 rows x 20 columns/s
     B, N = len(lens), max(lens)
     flops = 3 * sum(4 * n * n * H * Dh for n in lens)  # fwd 4 N^2 D; bwd 2x
     res = {}
@@ -242,28 +395,20 @@ def attention(run: Run, a) -> None:
         return (time.perf_counter() - t) / 5
 
     q, k, v = (torch.randn(sum(lens), H, Dh, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in "qkv")
-    cu = torch.tensor([0] + lens, device="cuda").cumsum(0).to(torch.int32)
-    packed = Packed(cu, lens, N)
-    errors = attention_errors(packed_attention, a.device)
-    run.figures["attention_errors"] = errors
-    for kernel, (e_out, e_grad) in errors.items():
-        run.row(
-            f"attention {kernel} == fp32 reference",
-            f"outputs {e_out:.1e}, gradients {e_grad:.1e}",
-            max(e_out, e_grad) < 2e-2,
-        )
+    cu_cpu = torch.tensor([0] + lens).cumsum(0).to(torch.int32)
+    for backend in runnable(a):
+        packed = Packed(cu_cpu.cuda(), N, cu_cpu, backend)
 
-    def run_packed():
-        packed_attention(q, k, v, packed).sum().backward()
+        def run_packed():
+            packed_attention(q, k, v, packed).sum().backward()
 
-    res["flash varlen (packed)"] = timed(run_packed)
+        res[f"{backend} varlen (packed)"] = timed(run_packed)
     qp, kp, vp = (torch.randn(B, H, N, Dh, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     mask = (torch.arange(N, device="cuda")[None] < torch.tensor(lens, device="cuda")[:, None])[:, None, None, :]
     for name, backend, m in (
-        ("flash, no mask (equal lengths)", SDPBackend.FLASH_ATTENTION, None),
-        ("cuDNN, no mask", SDPBackend.CUDNN_ATTENTION, None),
-        ("efficient, key mask (padded)", SDPBackend.EFFICIENT_ATTENTION, mask),
-        ("cuDNN, key mask", SDPBackend.CUDNN_ATTENTION, mask),
+        ("SDPA flash, no mask (equal lengths)", SDPBackend.FLASH_ATTENTION, None),
+        ("SDPA cuDNN, no mask", SDPBackend.CUDNN_ATTENTION, None),
+        ("SDPA efficient, key mask (padded)", SDPBackend.EFFICIENT_ATTENTION, mask),
     ):
         try:
             with sdpa_kernel([backend]):
@@ -285,17 +430,18 @@ def attention(run: Run, a) -> None:
     run.figures["attention"] = figures
 
 
-def attention_errors(packed_attention, device: torch.device) -> dict:
-    """Each packed kernel (bf16) against fp32 attention per utterance: relative errors of the
-    outputs and of the q/k/v gradients, on unequal lengths."""
-    from astctc.models.encoder import Packed
+def attention_errors(a) -> dict:
+    """Each packed backend that runs here (bf16) against fp32 attention per utterance: relative
+    errors of the outputs and of the q/k/v gradients, on unequal lengths."""
+    from astctc.models.attention import Packed, packed_attention
 
+    device = a.device
     torch.manual_seed(0)
     lens = [1500, 1210, 700, 333] if device.type == "cuda" else [150, 121, 70, 33]
     H, Dh = 12, 64
     base = [torch.randn(sum(lens), H, Dh, device=device) for _ in range(3)]
     g = torch.randn(sum(lens), H, Dh, device=device)
-    cu = torch.tensor([0] + lens, device=device).cumsum(0).to(torch.int32)
+    cu_cpu = torch.tensor([0] + lens).cumsum(0).to(torch.int32)
 
     def grads(fn, dtype):
         x = [t.detach().to(dtype).requires_grad_() for t in base]
@@ -312,11 +458,14 @@ def attention_errors(packed_attention, device: torch.device) -> dict:
 
     with torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.MATH]):
         ref_out, ref_grad = grads(reference, torch.float32)
-    packed = Packed(cu, lens, max(lens))
-    out, grad = grads(lambda q, k, v: packed_attention(q, k, v, packed), torch.bfloat16)
-    e_out = ((out - ref_out).norm() / ref_out.norm()).item()
-    e_grad = ((grad - ref_grad).norm() / ref_grad.norm()).item()
-    return {"flash varlen" if device.type == "cuda" else "SDPA per utterance": (e_out, e_grad)}
+    errors = {}
+    for backend in runnable(argparse.Namespace(device=device, dtype=torch.bfloat16)):
+        packed = Packed(cu_cpu.to(device), max(lens), cu_cpu, backend)
+        out, grad = grads(lambda q, k, v: packed_attention(q, k, v, packed), torch.bfloat16)
+        e_out = ((out - ref_out).norm() / ref_out.norm()).item()
+        e_grad = ((grad - ref_grad).norm() / ref_grad.norm()).item()
+        errors[backend] = (e_out, e_grad)
+    return errors
 
 
 def smoke_corpus(a, work: Path) -> Path:
@@ -623,16 +772,50 @@ def loader(run: Run, a) -> None:
     )
 
 
+def features(run: Run, a) -> None:
+    """fbank_batch on the device against fbank on the CPU, one clip at a time (Kaldi's and
+    Whisper's), on the test clips where they came along, else on the synthetic 15 s clip."""
+    from astctc.audio import load_audio
+    from astctc.features import FeatureConfig, fbank, fbank_batch
+
+    shared = Path(os.environ.get("ASTCTC_SHARED_DATA", REPO.parent / "shared" / "data")) / "ljspeech_lj001" / "wavs"
+    wavs = [
+        load_audio(p)[:n]
+        for p, n in zip(sorted(shared.glob("*.flac"))[:6], (160000, 48000, 30001, 16010, 24039, 12159))
+    ]
+    if not wavs:
+        wavs = [torch.from_numpy(long_clip(a)[0]).float()[:n] for n in (240000, 30001, 16010)]
+    lengths = torch.tensor([w.numel() for w in wavs])
+    batch = torch.zeros(len(wavs), int(lengths.max()))
+    for b, w in enumerate(wavs):
+        batch[b, : w.numel()] = w
+    figures = {}
+    for kind, bins in (("kaldi", 128), ("whisper", 80)):
+        cfg = FeatureConfig(kind=kind, num_mel_bins=bins)
+        feats = fbank_batch(batch.to(a.device), lengths, cfg).cpu()
+        err = max((feats[b, : f.shape[0]] - f).abs().max().item() for b, f in enumerate(fbank(w, cfg) for w in wavs))
+        figures[kind] = err
+        run.row(
+            f"fbank_batch on {a.device.type} == fbank on the CPU ({kind}, {len(wavs)} clips)",
+            f"max |diff| {err:.1e}",
+            err < 1e-4,
+        )
+    run.figures["features"] = figures
+
+
 def decode(run: Run, a) -> None:
-    """A synthetic hour (toy: a minute) of 15 s utterances, decoded greedily with an AST-Base model."""
+    """Five synthetic hours (toy: a minute) of 15 s utterances in 75 shards, decoded greedily with
+    an AST-Base model: log-mel on the device, the loader only decoding audio (the default on a
+    GPU); then, when the budget allows, the same set with fbank in the loader; and the model alone."""
     from astctc.config import load_config
     from astctc.decode import DecodeOptions, decode_set
+    from astctc.models.attention import choose
     from astctc.models.model import ASTModel
     from astctc.tokenizer import load_tokenizer
     from astctc.train import TrainConfig
 
-    n = 4 if a.toy else 240
-    shards = clip_shards(a, "hour", n)
+    n = 4 if a.toy else 1200
+    shards = clip_shards(a, "five_hours", n)
     clip, _ = long_clip(a)
     cfg = load_config(TrainConfig, RECIPE)
     model_cfg = cfg.model
@@ -641,11 +824,31 @@ def decode(run: Run, a) -> None:
     model_cfg.ctc.vocab_size = load_tokenizer(a.lang).vocab_size
     model = ASTModel(model_cfg)
     model_dir = model.save(a.work / "ast_base_model", cfg.features, load_tokenizer(a.lang))
-    out = a.work / "hour_decode"
-    t = time.time()
-    decode_set(str(model_dir), str(shards), str(out), DecodeOptions(device=str(a.device), plots=0))
-    wall = time.time() - t
-    speed = json.loads((out / "speed.json").read_text())
+    enc = model_cfg.encoder
+    backend = choose("auto", a.device, a.dtype, enc.embed_dim // enc.num_heads, 0.0)
+    results = {}
+    for where in ("auto", "loader") if a.device.type == "cuda" else ("device", "loader"):  # the CPU: both paths
+        if where == "loader" and not a.toy and run.left() < 60:
+            run.row(f"greedy decoding, {n * 15 / 3600:.2f} h, fbank in the loader", "skipped: budget")
+            continue
+        out = a.work / f"decode_{where}"
+        t = time.time()
+        decode_set(
+            str(model_dir), str(shards), str(out), DecodeOptions(device=str(a.device), plots=0, features_on=where)
+        )
+        speed = json.loads((out / "speed.json").read_text())
+        speed["wall_with_model_load"] = time.time() - t
+        results[speed["features_on"]] = speed
+        ok = None if a.toy or a.device.type == "cpu" or where == "loader" else speed["x_real_time"] >= 2000
+        fbank_where = f"on the {a.device.type}" if speed["features_on"] == "device" else "in the loader"
+        run.row(
+            f"greedy decoding, {n * 15 / 3600:.2f} h synthetic, fbank {fbank_where}",
+            f"{speed['x_real_time']:.0f}x real time end to end (decode_set, {speed['audio_seconds']:.0f} s of audio, "
+            f"{speed['loader_workers']} loader workers, {len(list(shards.glob('*.tar')))} shards, attention {backend}, "
+            f"first batch {speed['first_batch_seconds']:.2f} s, waits {speed['loader_wait_seconds']:.2f} s of "
+            f"{speed['acoustic_seconds']:.2f} s)",
+            ok,
+        )
     # the model alone: batches already on the device, bf16 forward + best path
     from astctc.decode.greedy import greedy_ids
     from astctc.features import fbank
@@ -658,25 +861,15 @@ def decode(run: Run, a) -> None:
     with torch.no_grad(), torch.autocast(a.device.type, dtype=torch.bfloat16, enabled=a.bf16):
         for _ in range(2):
             r = m(x, lengths)
-        if a.device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(a)
         t1, reps = time.perf_counter(), 3 if a.toy else 10
         for _ in range(reps):
             r = m(x, lengths)
             greedy_ids(r["log_probs"], r["lengths"])
-        if a.device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(a)
         alone = reps * per * 15.0 / (time.perf_counter() - t1)
-    run.figures["decode"] = {**speed, "wall_with_model_load": wall, "model_alone_x_real_time": alone}
-    ok = None if a.toy or a.device.type == "cpu" else speed["x_real_time"] >= 2000
-    run.row(
-        f"greedy decoding, {n * 15 / 3600:.2f} h synthetic",
-        f"{speed['x_real_time']:.0f}x real time end to end (decode_set, {speed['audio_seconds']:.0f} s of audio, "
-        f"{speed['loader_workers']} loader workers, first batch {speed['first_batch_seconds']:.2f} s, waits "
-        f"{speed['loader_wait_seconds']:.2f} s of {speed['acoustic_seconds']:.2f} s); "
-        f"model + best path alone {alone:.0f}x",
-        ok,
-    )
+    run.figures["decode"] = {**results, "model_alone_x_real_time": alone, "attention_backend": backend}
+    run.row("decoding: model + best path alone, 200 s batches", f"{alone:.0f}x real time (attention {backend})")
 
 
 def pytest_subset(run: Run, a) -> None:
@@ -715,12 +908,21 @@ def main(argv=None) -> int:
     p.add_argument("--tests", nargs="*", help="with --pytest: these test files (or node ids) instead")
     p.add_argument("--sections", help="comma-separated sections to run (default: all)")
     p.add_argument("--trainer-set", nargs="*", default=[], help="KEY=VALUE overrides for the trainer section")
-    p.add_argument("--rows", help="comma-separated throughput rows instead of the default ones: " + ", ".join(ROWS))
+    p.add_argument("--rows", help="comma-separated training rows (shape/backend/mode) instead of the default ones")
+    p.add_argument(
+        "--reserve", type=float, default=150, help="seconds the training rows leave to later sections (default 150)"
+    )
     a = p.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     a.device = torch.device("cpu" if a.toy or not torch.cuda.is_available() else "cuda")
     a.bf16 = a.device.type == "cuda"
+    a.dtype = torch.bfloat16 if a.bf16 else torch.float32
+    a.peak = None
+    if a.device.type == "cuda":
+        from astctc.device import peak_tflops
+
+        a.peak = peak_tflops(a.device)
     a.model = "tiny" if a.toy else "AST-Base"
     a.work = out / "work"
     shutil.rmtree(a.work, ignore_errors=True)
@@ -732,11 +934,11 @@ def main(argv=None) -> int:
     a.lang = char_lang(a.corpus, a.work / "lang")
     plan = [  # most wanted first: a section needing more than the budget has left is skipped
         ("varlen", varlen, 10),
-        ("throughput", throughput, 60),
-        ("compiled", compiled, 150),
-        ("decode", decode, 40),
-        ("trainer", trainer, 40),
+        ("features", features, 5),
+        ("backends", backends, 60),
+        ("decode", decode, 60),
         ("attention", attention, 20),
+        ("trainer", trainer, 60),
         ("loader", loader, 20),
         ("smoke", smoke, 40),
         ("ddp", ddp, 40),
