@@ -85,6 +85,9 @@ class Trainer:
         # that only a head without labels in a batch needs find_unused_parameters
         self.ddp = None
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.max_steps)
+        log.info(
+            "optimizer: AdamW, %s", "fused (one kernel over all tensors)" if cfg.optim.fused else "per-tensor loop"
+        )
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0  # loader items of this epoch already trained on
@@ -452,6 +455,11 @@ def build_model(cfg: TrainConfig, device: torch.device, pretrained: bool) -> AST
         log_report(report, Path(cfg.exp_dir) / "init.txt")
     if cfg.compile:
         model.encoder.compile_blocks()  # in place: parameter names (checkpoints) unchanged
+        log.info(
+            "torch.compile: the %d blocks and the final LayerNorm as one graph, dynamic shapes (attention "
+            "kernels are custom ops; the backend is logged at the first step)",
+            cfg.model.encoder.depth,
+        )
     return model
 
 
