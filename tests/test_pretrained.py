@@ -416,3 +416,27 @@ def test_freeze_and_layer_decay_resume_exactly(tiny_corpus, tiny_hf_ast, tmp_pat
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert not torch.equal(at2["encoder.layernorm.weight"], a["model"]["encoder.layernorm.weight"])  # unfrozen
+
+
+def test_encoder_warms_up_again_after_a_frozen_start():
+    """With freeze_encoder_steps, the encoder's lr is 0 while frozen, then ramps over warmup_steps
+    from the unfreezing step; the heads follow the plain schedule."""
+    from astctc.train.config import OptimConfig
+    from astctc.train.optim import make_optimizer
+    from tests.conftest import tiny_ctc_model
+
+    model, _ = tiny_ctc_model()
+    cfg = OptimConfig(lr=1.0, warmup_steps=4, schedule="constant", freeze_encoder_steps=10)
+    optimizer, scheduler = make_optimizer(model, cfg, 100)
+    heads = [
+        g for g in optimizer.param_groups if all(p is not q for p in g["params"] for q in model.encoder.parameters())
+    ]
+    assert optimizer.param_groups[0] in heads  # the logged lr is the heads'
+    seen = []
+    for step in range(16):
+        seen.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    enc = [row[-1] for row in seen]
+    assert enc[:10] == [0.0] * 10 and enc[10:15] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert [row[0] for row in seen][3:] == [1.0] * 13

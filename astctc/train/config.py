@@ -21,7 +21,9 @@ class OptimConfig:
     final_lr_ratio: float = 0.02
     grad_clip: float = 1.0
     layer_decay: float = 1.0  # < 1: block i of L gets lr*d^(L-i), embeddings lr*d^(L+1), heads lr
-    freeze_encoder_steps: int = 0  # encoder gets no gradient (is not stepped) for the first N steps
+    # the encoder gets no gradient (is not stepped) for the first N steps, then its lr warms up
+    # again over warmup_steps (a pretrained encoder meeting the full lr at once can collapse)
+    freeze_encoder_steps: int = 0
     fused: bool = True  # torch's fused AdamW kernel: one pass over all tensors (CPU: 10 -> 2 ms a step
     # for the mini model, whose step is ~100-200 ms); false: the per-tensor loop
 
@@ -43,7 +45,7 @@ class TrainConfig:
     log_every: int = 20
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with AMX, else fp32 | bf16 | fp32
+    precision: str = "auto"  # auto: bf16 on CUDA, fp32 on every CPU | bf16 | fp32
     grad_accum: int = 1  # batches per process per optimiser step (loss normalised over all of them)
     compile: bool = False  # torch.compile the encoder; the first step's time (compilation) is logged
     peak_tflops: float | None = None  # the device's bf16 peak for the logged MFU; None: known GPUs' datasheet
@@ -68,7 +70,7 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError(
             "precision",
             f"precision must be one of {', '.join(PRECISIONS)}, not {cfg.precision!r} "
-            "(auto is bf16 on CUDA and on CPUs with AMX, fp32 elsewhere)",
+            "(auto is bf16 on CUDA, fp32 on every CPU)",
             whole=True,
         )
     one_of(cfg, "", "init_kernel_resize", ("pi", "bilinear"))
