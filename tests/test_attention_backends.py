@@ -134,10 +134,14 @@ def test_sdpa_math_path_equals_the_cpu_kernels():
 
 
 def test_custom_ops_pass_torch_library_opcheck():
-    """Schemas, fake implementations (what torch.compile traces with) and autograd registrations."""
+    """Schemas, fake implementations (what torch.compile traces with: their strides must be the
+    real outputs', also for inputs that are not contiguous) and autograd registrations."""
     q, k, v, packed = _packed([5, 9, 3])
     leaves = [t.requires_grad_() for t in (q, k, v)]
     torch.library.opcheck(torch.ops.astctc.varlen_sdpa, (*leaves, packed.cu_cpu))
+    strided = [t.detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_() for t in (q, k, v)]
+    assert not strided[0].is_contiguous()
+    torch.library.opcheck(torch.ops.astctc.varlen_sdpa, (*strided, packed.cu_cpu))
 
 
 def _fake_fa4():
@@ -174,8 +178,9 @@ def test_fa4_wrapper_forward_backward_and_opcheck(monkeypatch):
         grads[backend] = [out.detach()] + [t.grad for t in leaves]
     assert fake.calls == ["fwd", "bwd"]
     assert all(torch.equal(a, b) for a, b in zip(grads["sdpa"], grads["fa4"]))
-    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    torch.library.opcheck(torch.ops.astctc.fa4_varlen, (*leaves, packed.cu_seqlens, packed.max_len))
+    for layout in (lambda t: t.clone(), lambda t: t.transpose(0, 1).contiguous().transpose(0, 1)):
+        leaves = [layout(t).requires_grad_() for t in (q, k, v)]
+        torch.library.opcheck(torch.ops.astctc.fa4_varlen, (*leaves, packed.cu_seqlens, packed.max_len))
 
 
 def test_fa4_interface_missing_is_a_reason_not_a_crash(monkeypatch):

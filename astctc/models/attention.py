@@ -169,6 +169,12 @@ def _sdpa_loop(q: Tensor, k: Tensor, v: Tensor, cu_cpu: Tensor, dropout_p: float
     return torch.cat(outs)
 
 
+def _like(t: Tensor) -> Tensor:
+    """A contiguous tensor of t's shape: what the kernels return, whatever strides t came with
+    (a fake's strides must be the real output's, which compiled code relies on)."""
+    return t.new_empty(t.shape)
+
+
 def _heads_first(t: Tensor) -> Tensor:
     return t.transpose(0, 1)[None]  # (L, H, Dh) -> (1, H, L, Dh)
 
@@ -217,7 +223,7 @@ def _varlen_sdpa(q: Tensor, k: Tensor, v: Tensor, cu_cpu: Tensor) -> tuple[Tenso
 
 @_varlen_sdpa.register_fake
 def _(q, k, v, cu_cpu):
-    return torch.empty_like(q), q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
+    return _like(q), q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
 
 
 @torch.library.custom_op("astctc::varlen_sdpa_backward", mutates_args=())
@@ -236,7 +242,7 @@ def _varlen_sdpa_backward(
 
 @_varlen_sdpa_backward.register_fake
 def _(grad, q, k, v, out, lse, cu_cpu):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return _like(q), _like(k), _like(v)
 
 
 def _sdpa_setup(ctx, inputs, output):
@@ -267,12 +273,12 @@ def _fa4_varlen(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_len: in
         max_seqlen_k=max_len,
         return_lse=True,
     )
-    return res[0], res[1].contiguous()  # (out, lse, ...): later entries are for other modes
+    return res[0].contiguous(), res[1].contiguous()  # (out, lse, ...): later entries are for other modes
 
 
 @_fa4_varlen.register_fake
 def _(q, k, v, cu_seqlens, max_len):
-    return torch.empty_like(q), q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
+    return _like(q), q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
 
 
 @torch.library.custom_op("astctc::fa4_varlen_backward", mutates_args=())
@@ -291,12 +297,12 @@ def _fa4_varlen_backward(
         max_seqlen_q=max_len,
         max_seqlen_k=max_len,
     )[:3]
-    return dq, dk, dv
+    return dq.contiguous(), dk.contiguous(), dv.contiguous()
 
 
 @_fa4_varlen_backward.register_fake
 def _(dout, q, k, v, out, lse, cu_seqlens, max_len):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return _like(q), _like(k), _like(v)
 
 
 def _fa4_setup(ctx, inputs, output):
