@@ -24,7 +24,6 @@ import logging
 import re
 from pathlib import Path
 
-from ..audio import audio_duration
 from ..data.manifest import write_manifest
 
 log = logging.getLogger(__name__)
@@ -85,6 +84,8 @@ def _audio(root: Path, part: str, spk: str, file_id: str) -> Path | None:
 def part_rows(root: str | Path, part: str) -> list[dict]:
     """Manifest rows of `train` or `test`, sorted by utterance id (ESPnet's order). A listed
     utterance without audio is an error naming how many and the first."""
+    from ..audio import audio_duration  # here: it imports torch, which a download does not need
+
     root = find_root(root)
     trans = root / "etc" / f"an4_{part}.transcription"
     rows, missing, seen = [], [], set()

@@ -30,7 +30,6 @@ import logging
 import re
 from pathlib import Path
 
-from ..audio import audio_duration
 from ..data.manifest import write_manifest
 from ..text import normalize
 from .download import DownloadError, digest_kw, extract, extracted, fetch_many, join_source, read_checksums, remove
@@ -171,6 +170,8 @@ def chapter_audio(chapter: Path) -> dict[str, Path]:
 def chapter_rows(trans: Path, subset: str) -> tuple[list[dict], int, int]:
     """Rows of one chapter (its `<spk>-<chapter>.trans.txt` and the audio beside it, sorted by
     id), the number of audio files without a transcript line, and of lines without audio."""
+    from ..audio import audio_duration  # here: it imports torch, which a download does not need
+
     spk, chapter = trans.parent.parent.name, trans.parent.name
     if trans.name != f"{spk}-{chapter}.trans.txt":
         raise ValueError(f"{trans}: expected the name {spk}-{chapter}.trans.txt in {spk}/{chapter}/")
