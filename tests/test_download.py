@@ -551,3 +551,36 @@ def test_cli_passes_checksums_for_archives_from_elsewhere(server, tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "sc.tar.gz: sha256 mismatch" in r.stderr, r.stderr
     assert (tmp_path / "o" / "sc.tar.gz.bad").exists()
+
+
+def test_mini_librispeech_md5s_at_openslr_31_and_an4_unverified_unless_given_a_checksum(tmp_path, monkeypatch):
+    from astctc.corpora import an4
+    from astctc.corpora import librispeech as ls
+
+    asked: list[dict] = []
+
+    def fake_fetch_many(jobs, **kw):
+        asked.extend(jobs)
+        raise dl.DownloadError("not fetched")
+
+    monkeypatch.setattr(ls, "fetch_many", fake_fetch_many)
+    with pytest.raises(dl.DownloadError):
+        ls.download(["train-clean-5", "dev-clean-2", "test-clean"], tmp_path, progress=False)
+    assert sorted((j["source"], j.get("md5")) for j in asked) == [
+        ("https://www.openslr.org/resources/12/test-clean.tar.gz", "32fa31d27d2e1cad72775fee3f4849a9"),
+        ("https://www.openslr.org/resources/31/dev-clean-2.tar.gz", "6d7ab67ac6a1d2c993d050e16d61080d"),
+        ("https://www.openslr.org/resources/31/train-clean-5.tar.gz", "5df7d4e78065366204ca6845bb08f490"),
+    ]
+
+    fetched: list[dict] = []
+
+    def fake_fetch(source, dest, **kw):
+        fetched.append(dict(kw, source=source))
+        raise dl.DownloadError("not fetched")
+
+    monkeypatch.setattr(dl, "fetch", fake_fetch)
+    for kw in ({}, {"sha256": "ab" * 32}):
+        with pytest.raises(dl.DownloadError):
+            an4.download(tmp_path, **kw)
+    # CMU publishes no checksum: nothing to check against unless one is given (then it is)
+    assert fetched == [{"source": an4.URL}, {"source": an4.URL, "sha256": "ab" * 32}]
