@@ -7,7 +7,7 @@ from tests.conftest import tiny_ctc_model
 
 
 def test_transcribe_shared_clips(shared_data, tmp_path):
-    clips = sorted((shared_data / "librispeech_sample").rglob("*.flac"))[:2]
+    clips = sorted((shared_data / "librispeech_sample" / "LibriSpeech" / "test-clean").rglob("*.flac"))[:2]
     clips += sorted((shared_data / "fsdd" / "recordings").glob("*_theo_*.wav"))[:3]
     clips += sorted((shared_data / "speech_commands_v2_test12" / "yes").glob("*.flac"))[:2]
     clips += sorted((shared_data / "ljspeech_lj001" / "wavs").glob("*.flac"))[:2]

@@ -137,12 +137,19 @@ def test_bad_config_key_is_clear(tmp_path):
         load_config(TrainConfig, p)
 
 
-def test_precision_auto_is_bf16_on_cuda_and_on_cpus_with_amx(monkeypatch, tmp_path):
+def test_precision_auto_is_bf16_on_cuda_and_fp32_on_every_cpu(monkeypatch, tmp_path):
+    """The same transcripts on any CPU: auto never picks bf16 there, AMX or not; the log line
+    says so, and says when bf16 would be faster."""
+    from astctc.device import precision_line
+
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert use_bf16(cpu, "bf16") and not use_bf16(cuda, "fp32")
     assert use_bf16(cuda, "auto")
     for amx in (True, False):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
-        assert use_bf16(cpu, "auto") is amx
+        assert use_bf16(cpu, "auto") is False
+        line = precision_line(cpu, "auto")
+        assert line.startswith("precision: fp32 (auto: bf16 on CUDA, fp32 on CPUs")
+        assert ("this CPU has AMX" in line) is amx
     with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32, not 'amx'"):
         Trainer(load_config(TrainConfig, None, [f"exp_dir={tmp_path}", "precision=amx"]))
