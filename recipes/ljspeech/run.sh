@@ -55,8 +55,6 @@ Data stages (0-4) keep their markers in $data/.done, model stages (5-10) in exp/
 exp=${exp:-exp/$(basename "$config" .yaml)}
 [ -z "$init" ] || [[ "$init" == hf://* ]] || [ -f "$init/config.json" ] \
   || die "--init $init: not a model directory (no config.json)"
-# an astctc model (features.json beside its weights) brings its tokenizer and can be scored as it is
-init_is_model() { [ -n "$init" ] && [ -f "$init/features.json" ]; }
 root=${src:-$downloads/LJSpeech-1.1}
 
 download() {
@@ -67,47 +65,12 @@ prepare() {
   # shellcheck disable=SC2086  # dev and test are lists
   astctc prepare ljspeech --root "$root" --out "$data" --dev $dev --test $test
 }
-shards() { for s in train dev test; do astctc shards --manifest "$data/$s/manifest.jsonl" --out "$data/$s/shards"; done; }
-tokenizer() {
-  if init_is_model; then
-    mkdir -p "$data/lang" && cp "$init/chars.txt" "$data/lang/chars.txt"
-  else
-    astctc tokenizer --type char --manifest "$data/train/manifest.jsonl" --out "$data/lang"
-  fi
-}
 lm() {
   kenlm_tools
+  rm -rf "$data/lm"  # one LM in it: what beam_of (lib.sh) decodes with
   astctc lm --text "$data/train/manifest.jsonl" --out "$data/lm" --order "$lm_order" --discount-fallback
 }
-# greedy_of MODEL OUT / beam_of MODEL OUT: decode dev and test -> OUT/decode_<set>_{greedy,beam}
-greedy_of() {
-  for s in dev test; do astctc decode --model "$1" --data "$data/$s/shards" --out "$2/decode_${s}_greedy"; done
-}
-beam_of() {
-  local model=$1 out=$2
-  # the LM files are linked into OUT, so the alpha/beta tuned on dev belong to this model alone
-  mkdir -p "$out/lm"
-  for f in "$data"/lm/*; do ln -sfn "$(realpath --relative-to="$out/lm" "$f")" "$out/lm/$(basename "$f")"; done
-  rm -f "$out"/lm/*.tuned.json
-  # shellcheck disable=SC2086  # beam_opts is a list of options
-  astctc decode --model "$model" --data "$data/dev/shards" --out "$out/decode_dev_beam" --method beam \
-    --lm "$out/lm/${lm_order}gram.bin" --tune $beam_opts
-  # shellcheck disable=SC2086
-  astctc decode --model "$model" --data "$data/test/shards" --out "$out/decode_test_beam" --method beam \
-    --lm "$out/lm/${lm_order}gram.bin" $beam_opts
-}
-zeroshot() {
-  if ! init_is_model; then log "no astctc model to start from: nothing to score zero-shot"; return 0; fi
-  greedy_of "$init" "$exp/zeroshot" && beam_of "$init" "$exp/zeroshot"
-}
-train() {
-  local sets=(--set "exp_dir=$exp" --set "data.train=$data/train/shards" --set "data.valid=$data/dev/shards"
-              --set "data.tokenizer=$data/lang")
-  [ -n "$init" ] && sets+=(--set "init=$init")
-  sets+=("${train_sets[@]}")
-  astctc_train --config "$config" "${sets[@]}"
-}
-average() { astctc average --exp "$exp" --last "$average" --out "$exp/model"; }
+# shards, tokenizer, train, average, zeroshot, greedy_of and beam_of: lib.sh's
 report() {
   local table="| model | decoding | dev WER | dev CER | test WER | test CER |"$'\n'"|---|---|---|---|---|---|"
   local who dir m s row
