@@ -156,6 +156,10 @@ def _validate_model(m: ModelConfig) -> None:
         e.check_stem(p)
     except ValueError as err:
         raise ConfigError(p + "stem", str(err), whole=True) from None
+    try:
+        e.check_attention(p)
+    except ValueError as err:
+        raise ConfigError(p + "attention_backend", str(err), whole=True) from None
     if e.embed_dim % e.num_heads:
         raise ConfigError(p + "num_heads", f"{e.num_heads} does not divide embed_dim {e.embed_dim}")
     if e.patch_freq > e.num_mel_bins:
