@@ -160,13 +160,23 @@ def packed_attention(q: Tensor, k: Tensor, v: Tensor, packed: Packed, dropout_p:
 
 
 # Eager runs, and attention dropout under torch.compile (a graph break: the sdpa op has none).
-@torch.compiler.disable
-def _sdpa_loop(q: Tensor, k: Tensor, v: Tensor, cu_cpu: Tensor, dropout_p: float) -> Tensor:
+def _sdpa_loop_eager(q: Tensor, k: Tensor, v: Tensor, cu_cpu: Tensor, dropout_p: float) -> Tensor:
     outs = []
     for qi, ki, vi in zip(*(t.split(cu_cpu.diff().tolist()) for t in (q, k, v))):
         qi, ki, vi = (_heads_first(t) for t in (qi, ki, vi))  # 4-D: the CPU's flash kernel
         outs.append(F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout_p)[0].transpose(0, 1))
     return torch.cat(outs)
+
+
+_sdpa_loop = _sdpa_loop_eager  # leave_loop_out_of_graphs() marks it once something compiles
+
+
+def leave_loop_out_of_graphs() -> None:
+    """Mark the eager loop for torch.compile to leave out of its graphs. Done where compiling
+    starts, not at import: torch.compiler.disable imports torch._dynamo, 3-8 s at the start of
+    every process (train, decode, transcribe) that never compiles."""
+    global _sdpa_loop
+    _sdpa_loop = torch.compiler.disable(_sdpa_loop_eager)
 
 
 def _like(t: Tensor) -> Tensor:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..features import FeatureConfig
-from .attention import BACKENDS, Packed, choose, packed_attention
+from .attention import BACKENDS, Packed, choose, leave_loop_out_of_graphs, packed_attention
 
 
 @dataclass
@@ -454,6 +454,7 @@ class ASTEncoder(nn.Module):
         indices, planned on the CPU from the lengths) stays eager: compiling the whole forward
         failed in inductor on dynamic shapes (torch 2.11). Attention dropout is the exception:
         its loop stays eager (models/attention.py), a graph break per block."""
+        leave_loop_out_of_graphs()
         self._compiled = torch.compile(self.stack, dynamic=True, backend=backend)
 
     _compiled = None
