@@ -419,6 +419,14 @@ class EncoderOutput:
         return self.hidden[:, self.num_cls_tokens :].reshape(B, self.freq_rows, -1, D)
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast casts to on this device type, or None where it is off or has no autocast
+    (the meta device of a shape-only trace)."""
+    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
 class ASTEncoder(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -470,15 +478,13 @@ class ASTEncoder(nn.Module):
 
     def residual_dtype(self, device: torch.device) -> torch.dtype | None:
         """bf16 where `bf16_residual` asks for it and bf16 autocast is on; else None (as built)."""
-        if not self.cfg.bf16_residual or not torch.is_autocast_enabled(device.type):
-            return None
-        dtype = torch.get_autocast_dtype(device.type)
-        return dtype if dtype == torch.bfloat16 else None
+        dtype = _autocast_dtype(device.type)
+        return dtype if self.cfg.bf16_residual and dtype == torch.bfloat16 else None
 
     def attention_kind(self, x: Tensor) -> tuple[torch.dtype, int, float]:
         """(dtype, head size, dropout) of this forward's attention: what a backend must take."""
         cfg = self.cfg
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        dtype = _autocast_dtype(x.device.type) or x.dtype
         return dtype, cfg.embed_dim // cfg.num_heads, cfg.attn_dropout if self.training else 0.0
 
     def forward(self, feats: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
