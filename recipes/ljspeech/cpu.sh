@@ -4,7 +4,7 @@
 # fine-tuning. Three starting points:
 #   cpu.sh [run.sh options]          the encoder of Whisper tiny.en (../shared/data/whisper_tiny_en)
 #   cpu.sh --from mini_librispeech   the Mini LibriSpeech recipe's model (that encoder fine-tuned
-#                                    on 5 h of 26 speakers; a first run trains it when missing, ~1 h)
+#                                    on 5 h of 26 speakers; a first run trains it when missing, ~35 min)
 #   cpu.sh --from mini               the mini recipe's model, which heard only synthetic speech
 #                                    (a first run trains it when missing: make demo, ~13 min)
 # Options are run.sh's (e.g. --stage 6 --train-opts "max_steps=800").
